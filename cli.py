@@ -1,0 +1,174 @@
+"""The ``dmft`` command.
+
+    dmft solve --alpha 0.05 --ratio 2.0          DMFT of the two-layer network
+    dmft solve --model linear --ratio 2 ...      DMFT of linear regression (validation model)
+    dmft simulate --alpha 1 --ratio 5.5 ...      train real networks (ground truth)
+    dmft info FILE                               what a result file holds
+
+Time is tau = eta * t / D throughout (t = gradient steps, lr = eta * N / alpha^2).
+Invalid parameters are usage errors (exit status 2) with the allowed range in the message.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+from dmft.params import ParameterError
+
+
+class _Width(click.ParamType):
+    name = "WIDTH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value).strip().lower()
+        if text in ("inf", "infinity", "infinite"):
+            return math.inf
+        try:
+            return int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer >= 1 or 'inf'", param, ctx)
+
+
+def _usage_errors(func):
+    """Turn ParameterError / FileFormatError into clean CLI errors (no traceback)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from dmft.io import FileFormatError
+
+        try:
+            return func(*args, **kwargs)
+        except ParameterError as exc:
+            raise click.UsageError(str(exc)) from None
+        except FileFormatError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dmft")
+def main():
+    """dmft: high-dimensional dynamics (DMFT) of two-layer network training, and the
+    simulator that checks it.  Time unit everywhere: tau = eta * t / D."""
+
+
+# ----------------------------------------------------------------------------- solve
+@main.command()
+@click.option("--model", type=click.Choice(["two-layer", "linear"]), default="two-layer", show_default=True,
+              help="Which DMFT: the two-layer network, or linear regression (the engine's validation model).")
+@click.option("--alpha", type=float, default=None,
+              help="Output scale alpha > 0 (two-layer; small = rich, large = lazy).  Required for two-layer.")
+@click.option("--ratio", type=float, required=True, help="P/D, training points per input dimension (> 0).")
+@click.option("--eps", type=float, default=0.02, show_default=True,
+              help="Quadratic part of phi(h) = h + eps h^2/2 (>= 0; two-layer).")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Label-noise standard deviation (>= 0).")
+@click.option("--dim", type=int, default=200, show_default=True,
+              help="Input dimension D (two-layer): sets the teacher-spike seed s(0) = 1/D, the only place D enters.")
+@click.option("--t-max", type=float, default=None,
+              help="Final time in tau units.  Default: 12 (two-layer), 10 (linear).")
+@click.option("--dt", type=float, default=0.2, show_default=True,
+              help="Time step h in tau (two-layer; the DMFT is the exact D->inf limit of GD with eta = h D).")
+@click.option("--steps", type=int, default=500, show_default=True, help="Number of grid intervals (linear model).")
+@click.option("--grid", type=click.Choice(["uniform", "geometric"]), default="uniform", show_default=True,
+              help="Time grid (linear model).")
+@click.option("--samples", type=int, default=None,
+              help="Monte-Carlo paths of the readout-mean noise per teacher-field node (two-layer).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte-Carlo sampling.")
+@click.option("--method", type=click.Choice(["sweep", "iterate"]), default="sweep", show_default=True,
+              help="sweep: one causal forward pass (exact, fast); iterate: damped fixed-point iteration (two-layer).")
+@click.option("--damping", type=float, default=0.0, show_default=True,
+              help="Fixed-point damping in [0, 1): weight kept on the previous iterate, K <- (1-d) F(K) + d K.")
+@click.option("--accel", type=click.Choice(["none", "anderson"]), default="anderson", show_default=True,
+              help="Fixed-point acceleration.")
+@click.option("--tol", type=float, default=1e-8, show_default=True,
+              help="Convergence: relative sup-norm change of all kernels between iterations.")
+@click.option("--max-iter", type=int, default=200, show_default=True, help="Maximum fixed-point iterations.")
+@click.option("--checkpoint-every", type=int, default=5, show_default=True,
+              help="Write the --out file every this many iterations (and at the end).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_usage_errors
+def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, seed, method, damping, accel,
+          tol, max_iter, checkpoint_every, out, resume, quiet):
+    """Solve a DMFT and print its losses (and write --out)."""
+    if resume and out is None:
+        raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
+    if model == "linear":
+        from dmft.linear import solve_linear
+
+        result = solve_linear(ratio=ratio, noise=noise, t_max=10.0 if t_max is None else t_max, steps=steps,
+                              grid=grid, damping=damping, accel=accel, tol=tol, max_iter=max_iter,
+                              checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
+    else:
+        if alpha is None:
+            raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
+        from dmft.two_layer import solve as solve_two_layer
+
+        result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
+                                 t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
+                                 method=method, damping=damping, accel=accel, tol=tol, max_iter=max_iter,
+                                 checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
+    click.echo(result.summary())
+    if out:
+        click.echo(f"wrote {out}")
+    if not result.success:
+        sys.exit(1)
+
+
+# -------------------------------------------------------------------------- simulate
+@main.command()
+@click.option("--alpha", type=float, required=True, help="Output scale alpha > 0.")
+@click.option("--ratio", type=float, required=True, help="P/D (> 0).")
+@click.option("--eps", type=float, default=0.02, show_default=True, help="phi(h) = h + eps h^2/2, eps >= 0.")
+@click.option("--noise", type=float, default=0.0, show_default=True, help="Label-noise standard deviation (>= 0).")
+@click.option("--dim", type=int, default=100, show_default=True, help="Input dimension D.")
+@click.option("--width", type=_Width(), default="inf", show_default=True,
+              help="Hidden units N (integer), or 'inf' for the exact infinite-width network (w_i = A w_i(0) + b).")
+@click.option("--dt", type=float, default=None,
+              help="Step h in tau per full-batch step (eta = h D).  Give either --dt or --eta; default --dt 0.2.")
+@click.option("--eta", type=float, default=None, help="Learning-rate scale eta (lr = eta N / alpha^2); eta = 1 is the paper's.")
+@click.option("--t-max", type=float, default=300.0, show_default=True, help="Final time in tau.")
+@click.option("--batch", type=int, default=None, help="Minibatch size B (1 <= B <= P); default full batch.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Number of independent networks/data sets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="First seed; seeds are seed, seed+1, ...")
+@click.option("--records", type=int, default=200, show_default=True, help="Points of the log-spaced tau grid.")
+@click.option("--lazy-reference", is_flag=True,
+              help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_usage_errors
+def simulate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, records, lazy_reference,
+             out, quiet):
+    """Train two-layer networks by gradient descent and record losses and order parameters."""
+    from dmft.simulator import simulate as run_simulation
+
+    result = run_simulation(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim, width=width, dt=dt, eta=eta,
+                            t_max=t_max, batch=batch, seeds=seeds, seed=seed, n_records=records,
+                            lazy_reference=lazy_reference, progress=not quiet)
+    click.echo(result.summary())
+    if out:
+        result.save(out)
+        click.echo(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------ info
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_usage_errors
+def info(file):
+    """Print what a dmft HDF5 file holds: kind, versions, parameters, datasets."""
+    from dmft.io import describe
+
+    click.echo(describe(file))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

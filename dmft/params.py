@@ -1,0 +1,129 @@
+"""Validated, frozen parameter objects shared by the simulator and the DMFT solvers.
+
+Every boundary of the package (Python API and CLI) builds one of these objects first,
+so that an invalid value is refused before any compute, with one message that names the
+parameter and its allowed range.  On the command line a :class:`ParameterError` becomes a
+usage error (exit status 2, no traceback).
+
+Conventions (paper names):
+
+* ``alpha``  output scale of the network, alpha > 0 (small = rich, large = lazy/NTK);
+* ``ratio``  P/D, number of training points per input dimension, ratio > 0;
+* ``eps``    quadratic part of the activation phi(h) = h + (eps/2) h^2, eps >= 0;
+* ``noise``  standard deviation sigma of additive label noise, sigma >= 0;
+* ``dim``    input dimension D (the DMFT uses it only for the teacher-spike seed 1/D);
+* time       tau = eta * t / D, with t the number of full-batch gradient steps and
+             learning rate lr = eta * N / alpha^2.  A step of ``dt`` in tau is eta = dt * D.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+__all__ = [
+    "ParameterError",
+    "require",
+    "check_positive",
+    "check_nonnegative",
+    "check_int",
+    "check_choice",
+    "as_dict",
+]
+
+
+class ParameterError(ValueError):
+    """An input value is outside its allowed range.  The message names both."""
+
+
+def require(condition: bool, name: str, value: Any, allowed: str) -> None:
+    """Raise :class:`ParameterError` unless ``condition`` holds."""
+    if not condition:
+        raise ParameterError(f"invalid {name}={value!r}: allowed range is {allowed}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """``value`` must be a finite number > 0 (or +inf where ``allow_inf``)."""
+    ok = _is_number(value) and value > 0 and (allow_inf or math.isfinite(value)) and not math.isnan(value)
+    require(ok, name, value, "a number > 0" + (" (inf allowed)" if allow_inf else ""))
+    return float(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """``value`` must be a finite number >= 0."""
+    ok = _is_number(value) and math.isfinite(value) and value >= 0
+    require(ok, name, value, "a finite number >= 0")
+    return float(value)
+
+
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """``value`` must be an integer in [low, high]."""
+    ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer()
+    )
+    ok = ok and value >= low and (high is None or value <= high)
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    require(ok, name, value, allowed)
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    require(value in choices, name, value, "one of " + ", ".join(map(repr, choices)))
+    return value
+
+
+def as_dict(obj: Any) -> dict:
+    """Flat dict of a parameter dataclass (for HDF5 attributes and comparisons)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerModel:
+    """The two-layer network and its teacher (shared by simulator and DMFT).
+
+    f(x) = alpha * (1/N) sum_i [phi(w_i.x) - phi(w_i(0).x)],  phi(h) = h + (eps/2) h^2,
+    y(x) = (beta.x)^2 / 2 + noise * xi,  x ~ N(0, I/D),  beta ~ N(0, I),  P = ratio * D.
+    """
+
+    alpha: float
+    ratio: float
+    eps: float = 0.02
+    noise: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
+        object.__setattr__(self, "ratio", check_positive("ratio", self.ratio))
+        object.__setattr__(self, "eps", check_nonnegative("eps", self.eps))
+        object.__setattr__(self, "noise", check_nonnegative("noise", self.noise))
+
+    @property
+    def lam(self) -> float:
+        """lambda = D/P = 1/ratio."""
+        return 1.0 / self.ratio
+
+    @property
+    def gamma(self) -> float:
+        """gamma = 2/alpha: rate of the linear (readout-mean) sector."""
+        return 2.0 / self.alpha
+
+    @property
+    def kappa(self) -> float:
+        """kappa = 2 eps/alpha: rate of feature (neuron) learning."""
+        return 2.0 * self.eps / self.alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearModel:
+    """Linear regression y = beta.x + noise*xi, x ~ N(0, I/D), beta ~ N(0, I), P = ratio*D,
+    trained by gradient flow on (1/P) sum (y - w.x)^2 from w(0) = 0, time tau = t/D."""
+
+    ratio: float
+    noise: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "ratio", check_positive("ratio", self.ratio))
+        object.__setattr__(self, "noise", check_nonnegative("noise", self.noise))
