@@ -117,10 +117,24 @@ def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples,
                                  method=method, damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                  checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
     click.echo(result.summary())
+    click.echo(_curve_table(result.observables))
     if out:
         click.echo(f"wrote {out}")
     if not result.success:
         sys.exit(1)
+
+
+def _curve_table(obs, rows=10):
+    """A few log-spaced times of the loss curves (and order parameters where present)."""
+    import numpy as np
+
+    tau = np.asarray(obs["tau"])
+    names = [n for n in ("train_loss", "test_loss", "spike", "bulk", "mean_norm") if n in obs]
+    idx = np.unique(np.concatenate([[0], np.searchsorted(tau, np.geomspace(max(tau[1], 1e-12), tau[-1], rows - 1))]))
+    idx = idx[idx < len(tau)]
+    head = f"  {'tau':>9}" + "".join(f"{n:>12}" for n in names)
+    lines = [head] + [f"  {tau[i]:9.4g}" + "".join(f"{np.asarray(obs[n])[i]:12.5g}" for n in names) for i in idx]
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------- simulate

@@ -152,7 +152,7 @@ def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
 
 
 # ----------------------------------------------------------------------------- data side
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=True)
 def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss, chol,
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp):
@@ -237,11 +237,15 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         f1 = -alpha * (1.0 + eps * mm)
         for k in range(t + 1):
             DD[t, k] = f1 * dm[k]
+        # (Gamma R_z)(t, t2) = sum_{t2 < t1 <= t} Gamma(t, t1) R_z(t1, t2), row-wise for locality
+        gr = np.zeros(t + 1)
+        for t1 in range(1, t + 1):
+            g1 = G[t, t1]
+            if g1 != 0.0:
+                for t2 in range(t1):
+                    gr[t2] += g1 * R_z[t1, t2]
         for t2 in range(t):
-            gr = 0.0
-            for t1 in range(t2 + 1, t + 1):
-                gr += G[t, t1] * R_z[t1, t2]
-            lt = 2.0 * hl * kappa * gr * vv[t2]
+            lt = 2.0 * hl * kappa * gr[t2] * vv[t2]
             if lt != 0.0:
                 for k in range(t2 + 1):
                     DD[t, k] -= a * lt * DD[t2, k]
@@ -362,20 +366,22 @@ class TwoLayerProblem:
                            self.label_noise, self.gauss, st["chol"], K["R_z"], K["C_z"], S, K["R_b"], st["Gam"], st["dDelta"],
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
                            out_V, out_Vperp)
-            if not np.all(np.isfinite(st["Delta"][:, t])) or not np.all(np.isfinite(out_Rb[:, : t + 1])):
-                st["Delta"][:, t:] = np.nan
-                return st, t - 1, self._divergence_message(t, st)
             n = t + 1
-            avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
-            avg["Rhat_par"][t, :n] = wu @ out_Rz[:, :n]
-            avg["Rhat_b"][t, :n] = w @ out_Rb[:, :n]
-            corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
-            for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
-                row = w @ r[:, :n]
-                if name in corr:
-                    row = row + corr[name]
-                avg[name][t, :n] = row
-                avg[name][:n, t] = row
+            with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
+                avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
+                avg["Rhat_par"][t, :n] = wu @ out_Rz[:, :n]
+                avg["Rhat_b"][t, :n] = w @ out_Rb[:, :n]
+                corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
+                for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
+                    row = w @ r[:, :n]
+                    if name in corr:
+                        row = row + corr[name]
+                    avg[name][t, :n] = row
+                    avg[name][:n, t] = row
+            if not (np.all(np.isfinite(st["Delta"][:, t])) and all(np.all(np.isfinite(a[t, :n])) for a in avg.values())):
+                message = self._divergence_message(t, st)
+                st["Delta"][:, t:] = np.nan
+                return st, t - 1, message
             if progress is not None:
                 progress(t)
         return st, T1 - 1, None
@@ -425,10 +431,13 @@ class TwoLayerProblem:
         propagate_row(t, avg["Rhat_b"], avg["N_b"], h, 0.0, phis[2], K["R_b"], K["C_b"])
 
     def _divergence_message(self, t, st):
-        bad = ~np.isfinite(st["Delta"][:, t])
-        i = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        with np.errstate(all="ignore"):
+            size = np.abs(st["Delta"][:, t])
+        size[~np.isfinite(size)] = np.inf
+        i = int(np.argmax(size))
         return (f"a data-side site diverged at tau = {t * self.options.dt:.4g} (step {t}; teacher field "
-                f"|u| = {self.u[i]:.3g}, {int(bad.sum())} of {bad.size} sites non-finite): the Euler step "
+                f"|u| = {self.u[i]:.3g}, {int(np.sum(size > 1e100))} of {size.size} sites beyond 1e100 or "
+                f"non-finite): the Euler step "
                 f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)")
 
     # the two methods -----------------------------------------------------------------
@@ -479,7 +488,7 @@ class TwoLayerProblem:
             for k in range(nb):
                 sel = batch == k
                 per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
-            train_err = per_batch.std(axis=0, ddof=1) / math.sqrt(nb)
+            train_err = per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
             test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
         return {"tau": self.tau.copy(), "train_loss": train, "test_loss": test,
                 "train_loss_batch_err": train_err, "spike": s, "bulk": Cz, "mean_norm": Cb}
@@ -526,8 +535,9 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     opts = TwoLayerDMFT(dim=dim, dt=dt, t_max=t_max, nodes=nodes, samples=64 if samples is None else samples,
                         u_max=u_max, seed=seed)
     problem = TwoLayerProblem(model, opts)
-    from solvers.fixed_point import FixedPointOptions, iterate
-    from solvers.result import SolverResult, Status
+    from solvers.checkpoint import make_result
+    from solvers.fixed_point import FixedPointOptions, SolverState, iterate
+    from solvers.result import Status
 
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                    checkpoint_every=checkpoint_every)
@@ -535,6 +545,12 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
         result.observables.update(_extra(problem))
         return result
+    if resume:
+        from solvers.checkpoint import read_result
+
+        stored = read_result(out, problem.kind)
+        _check_same_parameters(stored.parameters, problem.parameters(), out)
+        return stored
 
     start = time.perf_counter()
     bar = None
@@ -545,22 +561,35 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     kernels, message = problem.sweep(progress=(lambda t: bar.update(1)) if bar else None)
     if bar:
         bar.close()
-    observables = problem.observables_from(kernels, problem.last_pass["Delta"])
-    observables.update(_extra(problem))
+    sweep_pass = problem.last_pass
     confirmation = float("nan")
     if message is None and confirm:
         confirmation = _residual(problem.update(kernels), kernels)
-    status = Status.CONVERGED if message is None else Status.NONFINITE
-    result = SolverResult(
-        success=message is None, status=status,
-        message=status.value if message is None else message,
-        nit=1, residuals=np.array([0.0 if message is None else np.nan]),
-        confirmation_residual=confirmation, kernels=kernels, observables=observables,
-        parameters=problem.parameters(), method="sweep", wall_time=time.perf_counter() - start,
-    )
+        problem.last_pass = sweep_pass
+    state = SolverState.initial(kernels, fp_options)
+    state.residuals = [confirmation if confirm else 0.0]
+    state.confirmation_residual = confirmation
+    if message is None:
+        state.status = Status.CONVERGED
+        state.message = ("causal sweep: exact one-pass solution on the sampled sites; fixed-point residual of the "
+                         f"returned kernels (one application of the map) {confirmation:.2e}")
+    else:
+        state.status = Status.NON_FINITE
+        state.message = message
+    result = make_result(problem, fp_options, state, kernels, nfev=1 + int(confirm),
+                         wall_time=time.perf_counter() - start)
+    result.method = "sweep"
+    result.observables.update(_extra(problem))
     if out is not None:
-        result.save(out, kind=problem.kind, grid=problem.tau)
+        result.save(out)
     return result
+
+
+def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
+    diff = [f"{k}: file {stored.get(k)!r}, requested {v!r}" for k, v in wanted.items() if stored.get(k) != v]
+    if diff:
+        raise ParameterError(f"invalid resume: {path} holds a run with other parameters ({'; '.join(diff)}); "
+                             "allowed is resuming with the same parameters")
 
 
 def _extra(problem):

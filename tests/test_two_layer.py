@@ -126,6 +126,32 @@ def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     # dt = 3 is far beyond Euler stability of the fit modes (rate up to ~2(1+sqrt(lambda))^2).
     res = solve(alpha=1.0, ratio=2.0, eps=0.1, dt=3.0, t_max=300.0, nodes=4, samples=4)
     assert not res.success
-    assert "diverged" in res.message and "dt" in res.message
+    assert "diverged" in res.message and "dt" in res.message and "tau" in res.message
     good = np.isfinite(res.observables["test_loss"])
     assert good[0] and good.sum() >= 2 and not good[-1]
+
+
+def test_lazy_limit_is_kernel_gradient_flow():
+    # alpha -> inf: the DMFT must become gradient flow with the initial NTK
+    # K = (x.x')(1 + eps^2 x.x') (dmft.lazy, simulated on data at D = 800, same Euler step),
+    # with an O(1/alpha) error.  Measured: max test-loss deviation 0.072 / 0.012 / 0.0033 at
+    # alpha = 10 / 100 / 1000 against a kernel-flow standard error of ~0.005 (4 data sets).
+    from dmft.lazy import kernel_flow
+    from dmft.simulator import make_problem
+
+    eps, ratio, h, t_max, D = 0.5, 2.0, 0.2, 6.0, 800
+    runs = {a: _sweep(a, ratio, eps, h, t_max, dim=10**6, samples=16)[2] for a in (10.0, 100.0, 1000.0)}
+    tau = runs[10.0]["tau"]
+    flows = []
+    for s in range(4):
+        prob = make_problem(D, int(ratio * D), 0.0, np.random.default_rng(s))
+        flows.append(kernel_flow(prob.X, prob.y, eps, tau, beta=prob.beta, dt=h).test_loss)
+    flow = np.mean(flows, axis=0)
+    se = np.std(flows, axis=0, ddof=1).max() / 2
+    dev = {a: np.abs(r["test_loss"] - flow).max() for a, r in runs.items()}
+    assert dev[100.0] < 0.3 * dev[10.0]
+    assert dev[1000.0] < 4 * se + 0.002
+    # the DMFT's own approach to its limit is 1/alpha (no sampling noise enters this difference)
+    d1 = np.abs(runs[10.0]["test_loss"] - runs[1000.0]["test_loss"]).max()
+    d2 = np.abs(runs[100.0]["test_loss"] - runs[1000.0]["test_loss"]).max()
+    assert 6 < d1 / d2 < 14

@@ -1,0 +1,459 @@
+"""Damped / Anderson-accelerated fixed-point iteration of DMFT kernels, with checkpoint-restart.
+
+A model is a *problem* object (duck-typed, see :class:`Problem`): it maps a dict of kernels K to
+F(K) (one pass of the DMFT self-consistency, deterministic), and computes observables.  The solver
+machinery lives here, written once for every model:
+
+    options (frozen, validated)  ->  state (kernels, history, damping, Anderson memory)
+    loop:  F(K_k) -> residual -> stop? -> mix (damped or Anderson) -> K_{k+1} -> checkpoint, callback
+    after convergence: one undamped confirmation step.
+
+Conventions
+-----------
+* Damping ``d`` in [0, 1) is the weight kept on the previous iterate:
+  ``K_{k+1} = (1 - d) F(K_k) + d K_k``  (d = 0: plain Picard iteration).
+* Residual of iterate k: ``r_k = max over kernels of ||F(K_k) - K_k||_inf / max(||F(K_k)||_inf, tiny)``,
+  the relative sup-norm change of an UNDAMPED step (independent of d).  Converged when r_k <= tol.
+* Confirmation: after r_k <= tol the solver takes the undamped step K* = F(K_k), evaluates F(K*)
+  and reports ``confirmation_residual = r(K*)``; the solution is K*.  If that residual exceeds
+  ``confirm_factor * tol`` the status is NOT_CONFIRMED (success False).
+* Anderson (type II / DIIS) on the flattened kernels x with residual g = F(x) - x, memory m:
+  ``x_{k+1} = x_k + b g_k - (dX + b dG) gamma``, gamma = argmin ||g_k - dG gamma||_2, b = 1 - d,
+  dX, dG the last m differences of iterates and residuals.  Columns are dropped (oldest first)
+  while the normalized Gram matrix has condition number > ``anderson_cond_max``; with none left
+  the step is the plain damped one.  With an empty memory it IS the damped step.
+* Adaptive damping: when r_k > r_{k-1} the damping moves half-way to ``max_damping`` (0.9);
+  when r_k < r_{k-1} it moves half-way back to the ``damping`` option.
+* Non-finite F(K_k) (NaN/inf): status NON_FINITE, solution K_k (the last finite iterate).
+  Divergence: r_k > divergence_factor * min_j r_j for ``divergence_patience`` consecutive
+  iterations: status DIVERGED, solution = the iterate of smallest residual.
+* ``max_iter`` bounds the number of evaluations of F before the confirmation step.
+
+Determinism: given the problem's parameters and the options that shape the iterates, the sequence of
+iterates is a deterministic function of the state; the state is checkpointed in full, so a resumed
+run is bitwise identical to an uninterrupted one (same machine and library versions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from dmft.params import ParameterError, check_choice, check_int, check_positive, require
+
+from .result import SolverResult, Status
+
+__all__ = ["FixedPointOptions", "IterationInfo", "Problem", "Anderson", "SolverState", "iterate"]
+
+_TINY = np.finfo(np.float64).tiny
+
+
+class Problem(Protocol):
+    """What :func:`iterate` needs from a model (duck-typed; the attributes below)."""
+
+    kind: str  # file kind, e.g. "dmft-linear"
+
+    def parameters(self) -> dict:
+        """Flat dict of scalars defining the answer (model, grid, seeds, ...)."""
+
+    def initial_kernels(self) -> dict:
+        """Starting kernels K_0, dict name -> float64 array."""
+
+    def update(self, kernels: Mapping[str, np.ndarray]) -> dict:
+        """F(K): new kernels, same names and shapes; deterministic; must not modify its input."""
+
+    def observables(self, kernels: Mapping[str, np.ndarray]) -> dict:
+        """1-D arrays of length T: 'tau', 'train_loss', 'test_loss', ..."""
+
+    # optional: derived_kernels(kernels) -> dict of extra (not iterated) kernels written to files;
+    #           grid: a TimeGrid.
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointOptions:
+    """Validated, frozen options of :func:`iterate` (see the module docstring for conventions)."""
+
+    damping: float = 0.0
+    adaptive_damping: bool = False
+    accel: str = "anderson"
+    anderson_memory: int = 5
+    tol: float = 1e-8
+    max_iter: int = 200
+    checkpoint_every: int = 5
+    confirm_factor: float = 100.0
+    divergence_factor: float = 1e3
+    divergence_patience: int = 3
+    max_damping: float = 0.9
+    anderson_cond_max: float = 1e10
+
+    def __post_init__(self):
+        d = self.damping
+        require(isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and 0 <= d < 1,
+                "damping", d, "[0, 1) (the weight kept on the previous iterate)")
+        object.__setattr__(self, "damping", float(d))
+        require(isinstance(self.adaptive_damping, (bool, np.bool_)), "adaptive_damping", self.adaptive_damping,
+                "True or False")
+        object.__setattr__(self, "adaptive_damping", bool(self.adaptive_damping))
+        check_choice("accel", self.accel, ("none", "anderson"))
+        object.__setattr__(self, "anderson_memory", check_int("anderson_memory", self.anderson_memory, 1, 50))
+        object.__setattr__(self, "tol", check_positive("tol", self.tol))
+        object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
+        object.__setattr__(self, "checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, 1))
+        object.__setattr__(self, "confirm_factor", check_positive("confirm_factor", self.confirm_factor,
+                                                                  allow_inf=True))
+        f = check_positive("divergence_factor", self.divergence_factor, allow_inf=True)
+        require(f > 1, "divergence_factor", f, "a number > 1 (inf disables divergence detection)")
+        object.__setattr__(self, "divergence_factor", f)
+        object.__setattr__(self, "divergence_patience", check_int("divergence_patience", self.divergence_patience, 1))
+        m = self.max_damping
+        require(isinstance(m, (int, float)) and not isinstance(m, bool) and self.damping <= m < 1,
+                "max_damping", m, f"[damping, 1) = [{self.damping}, 1)")
+        object.__setattr__(self, "max_damping", float(m))
+        object.__setattr__(self, "anderson_cond_max", check_positive("anderson_cond_max", self.anderson_cond_max))
+
+    # options that shape the sequence of iterates: a resume must use the same values
+    ITERATE_DEFINING = ("damping", "adaptive_damping", "accel", "anderson_memory", "max_damping",
+                        "anderson_cond_max", "divergence_factor", "divergence_patience")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def describe(self) -> str:
+        acc = f"anderson(m={self.anderson_memory})" if self.accel == "anderson" else "plain"
+        return f"{acc}, damping={self.damping:g}" + (" adaptive" if self.adaptive_damping else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationInfo:
+    """Snapshot handed to the callback after each iteration (raise StopIteration to stop cleanly)."""
+
+    iteration: int  # number of map evaluations so far (= len(residuals))
+    residual: float  # residual of the iterate just evaluated
+    damping: float  # damping used for the step just taken
+    elapsed: float  # seconds since this call started
+
+
+# ----------------------------------------------------------------------------- Anderson
+class Anderson:
+    """Anderson / DIIS mixing on flat vectors, with a restorable state.
+
+    Stores the last ``memory`` differences of iterates (dX) and of map values (dF), and the last
+    pair (x_prev, f_prev).  Residual differences are dG = dF - dX (never stored: the Gram matrix and
+    the update are assembled from dX and dF).
+    """
+
+    def __init__(self, memory: int, cond_max: float = 1e10):
+        self.memory = int(memory)
+        self.cond_max = float(cond_max)
+        self.dX: list[np.ndarray] = []
+        self.dF: list[np.ndarray] = []
+        self.x_prev: np.ndarray | None = None
+        self.f_prev: np.ndarray | None = None
+        self.n_fallback = 0  # steps taken without (usable) memory because of ill-conditioning
+
+    def step(self, x: np.ndarray, fx: np.ndarray, beta: float) -> np.ndarray:
+        """Next iterate from x and F(x); ``beta = 1 - damping``.  x, fx are kept (not copied)."""
+        if self.x_prev is not None:
+            self.dX.append(x - self.x_prev)
+            self.dF.append(fx - self.f_prev)
+            if len(self.dX) > self.memory:
+                del self.dX[0], self.dF[0]
+        self.x_prev, self.f_prev = x, fx
+        g = fx - x
+        gamma = self._coefficients(g)
+        x_new = x + beta * g
+        if gamma is not None:
+            for c, dx, df in zip(gamma, self.dX, self.dF):
+                # (dX + beta dG) = (1 - beta) dX + beta dF
+                x_new -= c * ((1.0 - beta) * dx + beta * df)
+        return x_new
+
+    def _coefficients(self, g: np.ndarray):
+        """gamma minimizing ||g - dG gamma||, dropping the oldest columns while ill-conditioned."""
+        n = len(self.dX)
+        if n == 0:
+            return None
+        # Gram matrix of dG = dF - dX from dot products (no temporary vectors)
+        xx = np.array([[a @ b for b in self.dX] for a in self.dX])
+        ff = np.array([[a @ b for b in self.dF] for a in self.dF])
+        fx = np.array([[a @ b for b in self.dX] for a in self.dF])
+        gram = ff - fx - fx.T + xx
+        rhs = np.array([df @ g - dx @ g for dx, df in zip(self.dX, self.dF)])
+        while n > 0:
+            G = gram[-n:, -n:]
+            d = np.sqrt(np.diag(G))
+            if np.all(d > 0) and np.all(np.isfinite(G)):
+                Gn = G / np.outer(d, d)
+                if np.linalg.cond(Gn) <= self.cond_max:
+                    gamma = np.linalg.solve(Gn, rhs[-n:] / d) / d
+                    if np.all(np.isfinite(gamma)):
+                        break
+            n -= 1
+        if n < len(self.dX):  # forget the columns that made the system ill-conditioned
+            drop = len(self.dX) - n
+            del self.dX[:drop], self.dF[:drop]
+        if n == 0:
+            self.n_fallback += 1
+            return None
+        return gamma
+
+    # state round trip (checkpoints)
+    def state_dict(self) -> dict:
+        out: dict[str, Any] = {"memory": self.memory, "n_hist": len(self.dX), "n_fallback": self.n_fallback}
+        if self.x_prev is not None:
+            out["x_prev"] = self.x_prev
+            out["f_prev"] = self.f_prev
+        out["dX"] = {str(i): a for i, a in enumerate(self.dX)}
+        out["dF"] = {str(i): a for i, a in enumerate(self.dF)}
+        return out
+
+    @classmethod
+    def from_state_dict(cls, d: Mapping, cond_max: float = 1e10) -> "Anderson":
+        a = cls(int(d["memory"]), cond_max)
+        n = int(d["n_hist"])
+        a.dX = [np.asarray(d["dX"][str(i)], dtype=np.float64) for i in range(n)]
+        a.dF = [np.asarray(d["dF"][str(i)], dtype=np.float64) for i in range(n)]
+        if "x_prev" in d:
+            a.x_prev = np.asarray(d["x_prev"], dtype=np.float64)
+            a.f_prev = np.asarray(d["f_prev"], dtype=np.float64)
+        a.n_fallback = int(d.get("n_fallback", 0))
+        return a
+
+
+# ----------------------------------------------------------------------------- state
+@dataclasses.dataclass
+class SolverState:
+    """Everything the iteration needs to continue (checkpointed in full)."""
+
+    keys: list  # kernel names, in the order of the flattened vector
+    kernels: dict  # current iterate K_k (not yet evaluated)
+    residuals: list = dataclasses.field(default_factory=list)
+    damping: float = 0.0
+    anderson: Anderson | None = None
+    best_residual: float = math.inf
+    best_iteration: int = -1
+    best_kernels: dict | None = None
+    bad_count: int = 0  # consecutive iterations above the divergence threshold
+    status: Status = Status.RUNNING
+    confirmation_residual: float = math.nan
+    message: str = ""
+
+    @property
+    def iteration(self) -> int:
+        return len(self.residuals)
+
+    @classmethod
+    def initial(cls, kernels: Mapping, options: FixedPointOptions) -> "SolverState":
+        kernels = _validated(kernels, None, "initial_kernels()")
+        anderson = Anderson(options.anderson_memory, options.anderson_cond_max) if options.accel == "anderson" else None
+        return cls(keys=list(kernels), kernels=kernels, damping=options.damping, anderson=anderson)
+
+
+def _validated(kernels: Mapping, template: Mapping | None, where: str) -> dict:
+    if not isinstance(kernels, Mapping) or not kernels:
+        raise TypeError(f"{where} must return a non-empty dict of arrays, got {type(kernels).__name__}")
+    out = {}
+    for key, value in kernels.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{where}: kernel {key!r} has dtype {arr.dtype}, expected real numbers")
+        out[str(key)] = np.ascontiguousarray(arr, dtype=np.float64)
+    if template is not None:
+        if list(out) != list(template):
+            raise ValueError(f"{where} returned kernels {sorted(out)}, expected {sorted(template)}")
+        for key, arr in out.items():
+            if arr.shape != template[key].shape:
+                raise ValueError(f"{where}: kernel {key!r} has shape {arr.shape}, expected {template[key].shape}")
+    return out
+
+
+def _residual(fk: Mapping, k: Mapping) -> float:
+    r = 0.0
+    for key, f in fk.items():
+        num = float(np.max(np.abs(f - k[key]))) if f.size else 0.0
+        den = max(float(np.max(np.abs(f))) if f.size else 0.0, _TINY)
+        r = max(r, num / den)
+    return r
+
+
+def _all_finite(kernels: Mapping) -> bool:
+    return all(bool(np.isfinite(a).all()) for a in kernels.values())
+
+
+def _pack(kernels: Mapping, keys: list) -> np.ndarray:
+    return np.concatenate([kernels[k].ravel() for k in keys])
+
+
+def _unpack(vec: np.ndarray, template: Mapping) -> dict:
+    out, pos = {}, 0
+    for key, arr in template.items():
+        out[key] = vec[pos : pos + arr.size].reshape(arr.shape)
+        pos += arr.size
+    return out
+
+
+def _mix(state: SolverState, k: dict, fk: dict) -> dict:
+    """Next iterate from K_k and F(K_k) with the damping in force."""
+    d = state.damping
+    if state.anderson is None:
+        if d == 0.0:
+            return fk
+        return {key: (1.0 - d) * fk[key] + d * k[key] for key in state.keys}
+    x_new = state.anderson.step(_pack(k, state.keys), _pack(fk, state.keys), 1.0 - d)
+    return _unpack(x_new, k)
+
+
+def _adapt_damping(state: SolverState, options: FixedPointOptions) -> None:
+    if not options.adaptive_damping or len(state.residuals) < 2:
+        return
+    r_prev, r = state.residuals[-2], state.residuals[-1]
+    if r > r_prev:
+        state.damping = state.damping + 0.5 * (options.max_damping - state.damping)
+    elif r < r_prev:
+        state.damping = options.damping + 0.5 * (state.damping - options.damping)
+
+
+# ----------------------------------------------------------------------------- driver
+def iterate(
+    problem,
+    options: FixedPointOptions | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    progress: bool = False,
+) -> SolverResult:
+    """Solve K = F(K) for ``problem`` (see :class:`Problem`) and return a :class:`SolverResult`.
+
+    ``out``: HDF5 file that is both the result and the checkpoint, written atomically every
+    ``options.checkpoint_every`` iterations, at the end, and when an exception interrupts the loop.
+    ``resume=True`` continues the run stored in ``out`` (same parameters and iterate-defining
+    options required, else ParameterError naming the differences; unreadable or foreign files
+    raise FileFormatError); a finished converged run is returned as stored.
+    ``callback(info: IterationInfo)`` is called after each iteration; raising StopIteration in it
+    stops the run with status STOPPED (the state is saved and can be resumed).
+    ``progress=True`` shows a tqdm bar over iterations.
+    """
+    from . import checkpoint
+
+    options = FixedPointOptions() if options is None else options
+    if not isinstance(options, FixedPointOptions):
+        raise TypeError(f"options must be a FixedPointOptions, got {type(options).__name__}")
+    if resume and out is None:
+        raise ParameterError("invalid resume=True without out: allowed is resume together with out=FILE")
+    t_start = time.perf_counter()
+    nfev = 0
+
+    if resume:
+        loaded = checkpoint.read_state(out, problem, options)
+        state = loaded.state
+        if loaded.finished is not None:
+            return loaded.finished
+    else:
+        state = SolverState.initial(problem.initial_kernels(), options)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=options.max_iter, initial=min(state.iteration, options.max_iter), desc=problem.kind,
+                   unit="it", leave=False)
+
+    def evaluate(kernels: dict) -> dict:
+        nonlocal nfev
+        nfev += 1
+        return _validated(problem.update(kernels), state.kernels, "update()")
+
+    result_kernels = state.kernels
+    try:
+        while True:
+            if state.iteration >= options.max_iter:
+                state.status = Status.MAX_ITER
+                state.message = (f"{Status.MAX_ITER.value} (max_iter={options.max_iter}, last residual "
+                                 f"{state.residuals[-1]:.3e}, tol={options.tol:g})" if state.residuals else
+                                 Status.MAX_ITER.value)
+                result_kernels = state.kernels
+                break
+            k = state.kernels
+            fk = evaluate(k)
+            if not _all_finite(fk):
+                state.status = Status.NON_FINITE
+                state.message = (f"{Status.NON_FINITE.value}: F(K) at iteration {state.iteration} has "
+                                 f"non-finite entries in {[key for key in fk if not np.isfinite(fk[key]).all()]}")
+                result_kernels = k
+                break
+            r = _residual(fk, k)
+            state.residuals.append(r)
+            if r < state.best_residual:
+                state.best_residual, state.best_iteration, state.best_kernels = r, state.iteration - 1, k
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(residual=f"{r:.2e}", damping=f"{state.damping:.2f}")
+
+            if r <= options.tol:  # converged: one undamped confirmation step
+                k_star = fk
+                fk_star = evaluate(k_star)
+                conf = _residual(fk_star, k_star) if _all_finite(fk_star) else math.inf
+                state.confirmation_residual = conf
+                state.kernels = result_kernels = k_star
+                if conf <= options.confirm_factor * options.tol:
+                    state.status = Status.CONVERGED
+                    state.message = (f"converged: residual {r:.3e} <= tol={options.tol:g} after {state.iteration} "
+                                     f"iterations; undamped confirmation step residual {conf:.3e}")
+                else:
+                    state.status = Status.NOT_CONFIRMED
+                    state.message = (f"{Status.NOT_CONFIRMED.value}: residual {r:.3e} <= tol={options.tol:g}, "
+                                     f"confirmation residual {conf:.3e} > {options.confirm_factor:g} * tol")
+                break
+
+            threshold = options.divergence_factor * min(state.residuals)
+            state.bad_count = state.bad_count + 1 if r > threshold else 0
+            if state.bad_count >= options.divergence_patience:
+                state.status = Status.DIVERGED
+                state.message = (f"{Status.DIVERGED.value}: residual {r:.3e} > {options.divergence_factor:g} x "
+                                 f"minimum {min(state.residuals):.3e} for {state.bad_count} iterations; returning "
+                                 f"iterate {state.best_iteration} (residual {state.best_residual:.3e}). "
+                                 "Try a larger damping, adaptive_damping, or accel='anderson'.")
+                result_kernels = state.best_kernels
+                break
+
+            _adapt_damping(state, options)
+            used_damping = state.damping
+            k_new = _mix(state, k, fk)
+            if not _all_finite(k_new):
+                state.status = Status.NON_FINITE
+                state.message = f"{Status.NON_FINITE.value}: the mixing step at iteration {state.iteration} overflowed"
+                result_kernels = k
+                break
+            state.kernels = result_kernels = k_new  # iterates are never modified in place: no copies
+
+            if out is not None and state.iteration % options.checkpoint_every == 0:
+                checkpoint.write_checkpoint(out, problem, options, state)
+            if callback is not None:
+                try:
+                    callback(IterationInfo(state.iteration, r, used_damping, time.perf_counter() - t_start))
+                except StopIteration:
+                    state.status = Status.STOPPED
+                    state.message = f"{Status.STOPPED.value} at iteration {state.iteration} (residual {r:.3e})"
+                    break
+    except BaseException:
+        # leave a usable checkpoint of the last consistent state, then re-raise
+        if out is not None and state.status is Status.RUNNING:
+            try:
+                checkpoint.write_checkpoint(out, problem, options, state)
+            except Exception:  # pragma: no cover - the original error matters more
+                pass
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    result = checkpoint.make_result(problem, options, state, result_kernels, nfev=nfev,
+                                    wall_time=time.perf_counter() - t_start)
+    if out is not None:
+        result.save(out)
+    return result
