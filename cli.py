@@ -78,8 +78,14 @@ def main():
 @click.option("--grid", type=click.Choice(["uniform", "geometric"]), default="uniform", show_default=True,
               help="Time grid (linear model).")
 @click.option("--samples", type=int, default=None,
-              help="Monte-Carlo paths of the readout-mean noise per teacher-field node (two-layer).")
+              help="Monte-Carlo paths (even) of the readout-mean noise per teacher-field node (two-layer; default 64).")
+@click.option("--nodes", type=int, default=24, show_default=True,
+              help="Gauss-Legendre nodes of the teacher field |u| (two-layer).")
+@click.option("--u-max", type=float, default=4.5, show_default=True,
+              help="Quadrature cut-off of |u| (two-layer); the Gaussian mass beyond it is reported.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte-Carlo sampling.")
+@click.option("--replicas", type=int, default=2, show_default=True,
+              help="Independent sampling seeds used to estimate the Monte-Carlo error bars (two-layer; 1 = none).")
 @click.option("--method", type=click.Choice(["sweep", "iterate"]), default="sweep", show_default=True,
               help="sweep: one causal forward pass (exact, fast); iterate: damped fixed-point iteration (two-layer).")
 @click.option("--damping", type=float, default=0.0, show_default=True,
@@ -96,7 +102,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, seed, method, damping, accel,
+def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, nodes, u_max, seed, replicas, method, damping, accel,
           tol, max_iter, checkpoint_every, out, resume, quiet):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
@@ -114,6 +120,7 @@ def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples,
 
         result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
                                  t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
+                                 replicas=replicas, nodes=nodes, u_max=u_max,
                                  method=method, damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                  checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
     click.echo(result.summary())
@@ -134,6 +141,13 @@ def _curve_table(obs, rows=10):
     idx = idx[idx < len(tau)]
     head = f"  {'tau':>9}" + "".join(f"{n:>12}" for n in names)
     lines = [head] + [f"  {tau[i]:9.4g}" + "".join(f"{np.asarray(obs[n])[i]:12.5g}" for n in names) for i in idx]
+    for name in ("train_loss", "test_loss"):
+        err = obs.get(name + "_mc_err")
+        if err is not None and np.all(np.isfinite(err)):
+            lines.append(f"  Monte-Carlo standard error of {name} (sampling seeds): max over time {np.max(err):.2g}")
+    if "dropped_u_mass" in obs:
+        lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
+                     f"{float(np.asarray(obs['dropped_u_mass'])):.2g}")
     return "\n".join(lines)
 
 

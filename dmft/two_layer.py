@@ -511,7 +511,7 @@ def _residual(a: dict, b: dict) -> float:
 
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
           seed=0, method="sweep", damping=0.0, accel="anderson", tol=1e-8, max_iter=200, checkpoint_every=5,
-          out=None, resume=False, progress=False, confirm=True):
+          replicas=2, out=None, resume=False, progress=False, confirm=True):
     """Solve the DMFT of the two-layer network.  Returns a :class:`solvers.result.SolverResult`.
 
     Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
@@ -526,12 +526,16 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     network's kernels, on the same samples (``out``/``resume`` checkpoint every
     ``checkpoint_every`` iterations).
 
-    Observables (``result.observables``): tau, train_loss, test_loss, train_loss_batch_err
-    (Monte-Carlo standard error of the train loss across independent batches of sites, at
-    fixed kernels), spike s(t) = C_par(t,t)/D, bulk C_z(t,t), mean_norm C_b(t,t).
+    Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
+    bulk C_z(t,t), mean_norm C_b(t,t), and their Monte-Carlo standard errors ``<name>_mc_err``:
+    the standard deviation of the same curve over ``replicas`` independent sampling seeds
+    (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
+    i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).
+    ``train_loss_batch_err`` is the cheaper within-run error of the train loss at fixed kernels.
     """
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
     check_choice("method", method, ("sweep", "iterate"))
+    replicas = check_int("replicas", replicas, 1, 100)
     opts = TwoLayerDMFT(dim=dim, dt=dt, t_max=t_max, nodes=nodes, samples=64 if samples is None else samples,
                         u_max=u_max, seed=seed)
     problem = TwoLayerProblem(model, opts)
@@ -544,6 +548,9 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     if method == "iterate":
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
         result.observables.update(_extra(problem))
+        _replica_errors(result, model, opts, replicas)
+        if out is not None and replicas > 1:
+            result.save(out)
         return result
     if resume:
         from solvers.checkpoint import read_result
@@ -580,6 +587,8 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
                          wall_time=time.perf_counter() - start)
     result.method = "sweep"
     result.observables.update(_extra(problem))
+    if message is None:
+        _replica_errors(result, model, opts, replicas)
     if out is not None:
         result.save(out)
     return result
@@ -590,6 +599,26 @@ def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
     if diff:
         raise ParameterError(f"invalid resume: {path} holds a run with other parameters ({'; '.join(diff)}); "
                              "allowed is resuming with the same parameters")
+
+
+_ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
+
+
+def _replica_errors(result, model, opts, replicas):
+    """Monte-Carlo standard error of each curve: sd over independent sampling seeds."""
+    if replicas < 2:
+        for name in _ERROR_CURVES:
+            result.observables[name + "_mc_err"] = np.full_like(result.observables[name], np.nan)
+        return
+    curves = {name: [result.observables[name]] for name in _ERROR_CURVES}
+    for k in range(1, replicas):
+        rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
+        K, message = rep.sweep()
+        obs = rep.observables_from(K, rep.last_pass["Delta"])
+        for name in _ERROR_CURVES:
+            curves[name].append(obs[name])
+    for name in _ERROR_CURVES:
+        result.observables[name + "_mc_err"] = np.std(curves[name], axis=0, ddof=1)
 
 
 def _extra(problem):

@@ -155,3 +155,43 @@ def test_lazy_limit_is_kernel_gradient_flow():
     d1 = np.abs(runs[10.0]["test_loss"] - runs[1000.0]["test_loss"]).max()
     d2 = np.abs(runs[100.0]["test_loss"] - runs[1000.0]["test_loss"]).max()
     assert 6 < d1 / d2 < 14
+
+
+def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
+    import h5py
+    from click.testing import CliRunner
+
+    from cli import main
+
+    out = tmp_path / "run.h5"
+    args = ["solve", "--alpha", "1", "--ratio", "2", "--dt", "0.2", "--t-max", "1", "--nodes", "4", "--samples", "4",
+            "--out", str(out), "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "test_loss" in res.output and "Monte-Carlo standard error" in res.output
+    with h5py.File(out) as f:
+        assert f.attrs["kind"] == "dmft-two-layer"
+        assert f["observables/tau"].shape == (6,)
+        for name in ("train_loss", "test_loss", "test_loss_mc_err", "spike", "bulk", "mean_norm"):
+            assert f["observables/" + name].shape == (6,)
+        assert f["kernels/C_z"].shape == (6, 6)
+        assert f["parameters"].attrs["alpha"] == 1.0
+        test = f["observables/test_loss"][()]
+    assert np.all(np.isfinite(test)) and test[0] == pytest.approx(0.75)
+    again = CliRunner().invoke(main, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    bad = CliRunner().invoke(main, [a if a != "1" else "0.5" for a in args[:3]] + args[3:] + ["--resume"])
+    assert bad.exit_code == 2 and "other parameters" in bad.output and "alpha" in bad.output
+    neg = CliRunner().invoke(main, ["solve", "--alpha", "-1", "--ratio", "2"])
+    assert neg.exit_code == 2 and "alpha" in neg.output and "> 0" in neg.output and "Traceback" not in neg.output
+
+
+def test_replica_errors_match_the_measured_spread():
+    # mc_err is the sd over sampling seeds; it must be consistent with an independent set of seeds.
+    res = solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=4)
+    err = res.observables["test_loss_mc_err"]
+    assert np.all(np.isfinite(err)) and err.max() > 0
+    other = [solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=1, seed=s)
+             .observables["test_loss"] for s in (10, 11, 12, 13)]
+    spread = np.std(other, axis=0, ddof=1).max()
+    assert 0.2 < err.max() / spread < 5
