@@ -35,7 +35,7 @@ from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "c3": dict(alpha=10.0, eps=0.5, ratio=2.0, dt=0.2, t_max=20.0, samples=32, label="lazy"),
-    "c2": dict(alpha=0.05, eps=0.02, ratio=2.0, dt=0.2, t_max=24.0, samples=128, label="rich"),
+    "c2": dict(alpha=0.05, eps=0.02, ratio=2.0, dt=0.2, t_max=24.0, samples=512, label="rich"),
     "c1": dict(alpha=1.0, eps=0.02, ratio=5.5, dt=0.4, t_max=120.0, samples=32, label="grokking"),
 }
 SIM_SEEDS = {"c3": {200: 24, 400: 12, 800: 4}, "c2": {200: 24, 400: 12, 800: 4}, "c1": {200: 12, 400: 6, 800: 3}}
