@@ -510,7 +510,7 @@ def _residual(a: dict, b: dict) -> float:
 
 
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
-          seed=0, method="sweep", damping=0.0, accel="anderson", tol=1e-8, max_iter=200, checkpoint_every=5,
+          seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
           replicas=2, out=None, resume=False, progress=False, confirm=True):
     """Solve the DMFT of the two-layer network.  Returns a :class:`solvers.result.SolverResult`.
 
