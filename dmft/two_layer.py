@@ -70,6 +70,9 @@ __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "population_test_loss", "
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
 
+# A residual this large means the site (and the map) has left any meaningful range: stop there.
+_DIVERGED = 1e10
+
 # Bytes of per-sample state in the causal sweep: Gamma, d Delta/d xi_b and d ell_b/d xi_b,
 # each a (T+1) x (T+1) float64 matrix per sample.
 _STATE_MATRICES = 3
@@ -288,6 +291,12 @@ class TwoLayerProblem:
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
                 f"~{need / 2**30:.1f} GiB (8 (T+1)^2 (3 samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
+        # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)
+        # are stable only for h < 1 / (1 + sqrt(lambda))^2; gradient descent with eta = h D diverges beyond.
+        h_max = 1.0 / (1.0 + math.sqrt(model.lam)) ** 2
+        require(options.dt < h_max, "dt", options.dt,
+                f"0 < dt < 1/(1 + sqrt(1/ratio))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
+                f"ratio = {model.ratio:g}; gradient descent with eta = dt*D diverges beyond it)")
         self.tau = np.arange(self.T1) * options.dt
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
@@ -378,7 +387,9 @@ class TwoLayerProblem:
                         row = row + corr[name]
                     avg[name][t, :n] = row
                     avg[name][:n, t] = row
-            if not (np.all(np.isfinite(st["Delta"][:, t])) and all(np.all(np.isfinite(a[t, :n])) for a in avg.values())):
+            with np.errstate(all="ignore"):
+                exploded = not np.all(np.abs(st["Delta"][:, t]) < _DIVERGED)
+            if exploded or not all(np.all(np.isfinite(a[t, :n])) for a in avg.values()):
                 message = self._divergence_message(t, st)
                 st["Delta"][:, t:] = np.nan
                 return st, t - 1, message
@@ -436,8 +447,9 @@ class TwoLayerProblem:
         size[~np.isfinite(size)] = np.inf
         i = int(np.argmax(size))
         return (f"a data-side site diverged at tau = {t * self.options.dt:.4g} (step {t}; teacher field "
-                f"|u| = {self.u[i]:.3g}, {int(np.sum(size > 1e100))} of {size.size} sites beyond 1e100 or "
-                f"non-finite): the Euler step "
+                f"|u| = {self.u[i]:.3g}, {int(np.sum(size >= _DIVERGED))} of {size.size} sites with |Delta| >= "
+                f"{_DIVERGED:.0e} or non-finite; results are kept up to tau = {(t - 1) * self.options.dt:.4g}): "
+                f"the Euler step "
                 f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)")
 
     # the two methods -----------------------------------------------------------------

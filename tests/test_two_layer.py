@@ -131,12 +131,16 @@ def test_bad_inputs_are_refused_with_the_range():
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
-    # dt = 3 is far beyond Euler stability of the fit modes (rate up to ~2(1+sqrt(lambda))^2).
-    res = solve(alpha=1.0, ratio=2.0, eps=0.1, dt=3.0, t_max=300.0, nodes=4, samples=4)
+    # alpha = 0.01, eps = 0.1 (eps/alpha = 10) at h = 0.2: the rich single sites are Euler-unstable.
+    res = solve(alpha=0.01, ratio=2.0, eps=0.1, dt=0.2, t_max=6.0, nodes=4, samples=4, replicas=1)
     assert not res.success
     assert "diverged" in res.message and "dt" in res.message and "tau" in res.message
     good = np.isfinite(res.observables["test_loss"])
     assert good[0] and good.sum() >= 2 and not good[-1]
+    assert np.all(good[: good.sum()])  # the rows before the divergence are kept
+    # a step beyond Euler stability of the linear fit modes is refused up front, with the bound
+    with pytest.raises(ParameterError, match=r"dt=0.2: allowed range is 0 < dt < .*0.1716"):
+        solve(alpha=1.0, ratio=0.5, dt=0.2)
 
 
 def test_lazy_limit_is_kernel_gradient_flow():
