@@ -241,29 +241,33 @@ def _float_list(ctx, param, value):
 
 
 @main.command()
-@click.option("--alpha", callback=_float_list, required=True,
+@click.option("--alpha", callback=_float_list, metavar="LIST", required=True,
               help="Output scales alpha > 0, comma-separated (e.g. 0.05,0.1,0.5,1): a swept axis.")
-@click.option("--ratio", callback=_float_list, required=True,
+@click.option("--ratio", callback=_float_list, metavar="LIST", required=True,
               help="Values of P/D > 0, comma-separated (e.g. 1,2,4): a swept axis.")
-@click.option("--eps", callback=_float_list, default="0.02", show_default=True,
+@click.option("--eps", callback=_float_list, metavar="LIST", default="0.02", show_default=True,
               help="Quadratic part eps >= 0 of phi(h) = h + eps h^2/2; several values make it a swept axis.")
-@click.option("--noise", callback=_float_list, default="0", show_default=True,
+@click.option("--noise", callback=_float_list, metavar="LIST", default="0", show_default=True,
               help="Label-noise standard deviation(s) >= 0; several values make it a swept axis.")
 @click.option("--dim", type=int, default=200, show_default=True,
               help="Input dimension D of the DMFT (seeds the teacher spike s(0) = 1/D).")
 @click.option("--t-max", type=float, default=12.0, show_default=True, help="Final time in tau units (tau = eta t / D).")
-@click.option("--dt", type=float, default=0.2, show_default=True, help="Time step h in tau units.")
+@click.option("--dt", type=float, default=0.2, show_default=True,
+              help="Time step h in tau units; Euler stability needs h < 1/(1 + sqrt(1/ratio))^2 at every ratio.")
 @click.option("--nodes", type=int, default=24, show_default=True, help="Teacher-field quadrature nodes per solve.")
 @click.option("--samples", type=int, default=64, show_default=True,
               help="Monte-Carlo paths of the readout-mean noise per node.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the DMFT Monte-Carlo sampling.")
+@click.option("--replicas", type=int, default=2, show_default=True,
+              help="Independent sampling replicas per solve for the Monte-Carlo errors (1: none, half the cost).")
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
               help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max.")
 @click.option("--sim-dim", type=int, default=100, show_default=True, help="Input dimension D of the simulations.")
 @click.option("--sim-width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N of the simulations (integer), or 'inf' (exact infinite width).")
 @click.option("--fraction", type=float, default=0.5, show_default=True,
-              help="Derived times: first tau at which a loss falls below this fraction (0 < f < 1) of its initial value.")
+              help="Derived times: first tau at which a loss falls below this fraction (0 < f < 1) of its "
+                   "initial value.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True,
               help="Directory for one .h5 file per point and index.json (re-running resumes).")
 @click.option("--scheduler", default=None,
@@ -272,8 +276,8 @@ def _float_list(ctx, param, value):
               help="Worker processes of the embedded local cluster (one thread each; ignored with --scheduler).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, sim_seeds, sim_dim, sim_width, fraction,
-          outdir, scheduler, workers, quiet):
+def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replicas, sim_seeds, sim_dim, sim_width,
+          fraction, outdir, scheduler, workers, quiet):
     """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
@@ -284,7 +288,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, sim_se
 
     check_int("sim-seeds", sim_seeds, low=0)
     grid = {"alpha": alpha, "ratio": ratio}
-    fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed)
+    fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed, replicas=replicas)
     for name, values in (("eps", eps), ("noise", noise)):
         if len(values) > 1:
             grid[name] = values
