@@ -139,6 +139,11 @@ def write_h5(
                 for name, ds in f["observables"].items():
                     if name != "tau" and ds.ndim >= 1 and ds.shape[-1] == tau.shape[0]:
                         ds.dims[ds.ndim - 1].attach_scale(tau)
+                if "kernels" in f:  # both time axes of every two-time kernel
+                    for ds in f["kernels"].values():
+                        if isinstance(ds, h5py.Dataset) and ds.shape == (tau.shape[0], tau.shape[0]):
+                            ds.dims[0].attach_scale(tau)
+                            ds.dims[1].attach_scale(tau)
             f.flush()
         os.replace(tmp, path)
     finally:

@@ -75,7 +75,7 @@ from solvers.grid import TimeGrid, require_memory
 from solvers.result import SolverResult
 from solvers.volterra import lower_matmul, propagate_covariance, resolvent, response_function
 
-from .params import LinearModel, ParameterError, check_choice, check_int, check_nonnegative
+from .params import LinearModel, ParameterError, check_choice, check_int
 
 __all__ = ["LinearDMFT", "solve_linear", "simulate_linear", "memory_kernels"]
 
@@ -188,7 +188,6 @@ def simulate_linear(ratio, noise, dim, tau, seeds=(0,)) -> dict:
     P = int(round(model.ratio * D))
     if P < 1:
         raise ParameterError(f"invalid ratio={ratio!r} for dim={D}: allowed is ratio*dim >= 1")
-    check_nonnegative("noise", noise)
     tau = np.asarray(tau, dtype=np.float64)
     lam = D / P
     train = np.empty((len(seeds), tau.size))

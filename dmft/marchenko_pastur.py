@@ -20,13 +20,16 @@ Marchenko–Pastur law of S (aspect ratio lambda, edges (1 -+ sqrt(lambda))^2, p
                = int dmu(s) s e^{-4 s tau} + sigma^2 [1 - min(1, lambda) + lambda int_{s>0} dmu(s) e^{-4 s tau}].
 
 The test loss INCLUDES the label noise of the test point (test = E_{x,xi}(y - w.x)^2); the
-simulator and the DMFT use the same convention.  Checks: train(0) = test(0) = 1 + sigma^2;
-train(inf) = sigma^2 (1 - lambda) and test(inf) = sigma^2 (1 + lambda/(1 - lambda)) for ratio > 1.
+simulator and the DMFT use the same convention.  The weight response (the average diagonal of
+e^{-2 S (tau - tau')}) is R_w(tau - tau') = int dmu(s) e^{-2 s (tau - tau')} (:func:`response`).
+Checks: train(0) = test(0) = 1 + sigma^2; train(inf) = sigma^2 (1 - lambda) and
+test(inf) = sigma^2 (1 + lambda/(1 - lambda)) for ratio > 1.
 
 The continuous part is integrated with Gauss–Legendre nodes in theta, s = (1 + lambda) +
-2 sqrt(lambda) cos(theta), where the density times ds, (2 lambda sin^2 theta) / (pi s) dtheta, and
+2 sqrt(lambda) cos(theta), where the density times ds is (2 sin^2 theta) / (pi s) dtheta, and
 the integrands are analytic (also at ratio = 1, where s_- = 0): the error falls faster than any
-power of the number of nodes, which is chosen from tau_max (relative accuracy ~ 1e-13).
+power of the number of nodes, ~ 128 + 24 sqrt(4 tau_max / sqrt(ratio)) of them (relative accuracy
+~ 1e-12 for any tau).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from scipy.special import roots_legendre
 
 from .params import LinearModel
 
-__all__ = ["losses", "spectrum_nodes"]
+__all__ = ["losses", "response", "spectrum_nodes"]
 
 
 def spectrum_nodes(ratio: float, tau_max: float = 0.0, n: int | None = None):
@@ -44,7 +47,10 @@ def spectrum_nodes(ratio: float, tau_max: float = 0.0, n: int | None = None):
     lam = 1.0 / ratio
     r = 2.0 * np.sqrt(lam)
     if n is None:
-        n = int(96 + 12 * r * max(tau_max, 0.0))
+        # near the lower edge s - s_- ~ sqrt(lambda) (pi - theta)^2: the integrands of width 1/sqrt(tau)
+        # there are analytic in a strip of that width, so n ~ sqrt(tau) nodes suffice (checked
+        # against n = 40000 for ratio 0.5..4, tau <= 1e4: differences at round-off, <= 1e-11 relative)
+        n = int(128 + 24 * np.sqrt(r * max(tau_max, 0.0)))
     x, wx = roots_legendre(n)
     theta = 0.5 * np.pi * (x + 1.0)
     w_theta = 0.5 * np.pi * wx
@@ -79,3 +85,11 @@ def losses(ratio: float, noise: float, tau) -> tuple[np.ndarray, np.ndarray]:
         test[lo : lo + 256] = atom + bulk_e4 + lam * sig2 * ((one_minus**2 / s) @ m) + sig2
         train[lo : lo + 256] = (e4 * s) @ m + sig2 * (1.0 - min(1.0, lam) + lam * bulk_e4)
     return train.reshape(shape), test.reshape(shape)
+
+
+def response(ratio: float, tau) -> np.ndarray:
+    """Average response of a weight to a kick a time tau earlier: R_w(tau) = int dmu(s) e^{-2 s tau}
+    (the diagonal of e^{-2 S tau}, atom at 0 included).  The DMFT's R_w(t, t') equals R_w(t - t')."""
+    tau = np.asarray(tau, dtype=np.float64)
+    s, m, atom = spectrum_nodes(LinearModel(ratio=ratio).ratio, float(np.max(tau, initial=0.0)))
+    return (atom + np.exp(-2.0 * s * tau.ravel()[:, None]) @ m).reshape(tau.shape)

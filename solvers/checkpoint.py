@@ -8,14 +8,15 @@ Layout (written by :func:`dmft.io.write_h5`, atomically: ``<path>.tmp`` then ren
 * ``/kernels``: the solution kernels (for a checkpoint of an unfinished run: the current iterate),
   plus the problem's derived kernels;
 * ``/solver``: the complete solver state -- ``status`` (a :class:`Status` name), ``message``,
-  ``iteration``, ``residuals`` (history), ``damping`` (in force), ``confirmation_residual``,
-  ``best_*`` and ``bad_count`` (divergence detection), ``kernel_keys`` (iterated kernels, in
-  order), ``options/`` (all :class:`FixedPointOptions`), ``anderson/`` (memory, last pair
-  ``x_prev``/``f_prev`` and the difference vectors ``dX/<i>``, ``dF/<i>``), ``current/`` (the
-  current iterate when it is not ``/kernels``), ``best/`` (the best iterate when stored
-  nowhere else), ``state_version`` and ``checksum`` (BLAKE2b of every array and parameter:
-  HDF5 has no checksums of its own, so garbage written into the data would otherwise be read
-  back silently).
+  ``iteration``, ``residuals`` (relative, per iteration), ``changes`` (absolute), ``damping``
+  (in force), ``confirmation_residual``, ``best_*`` (divergence detection), ``kernel_keys``
+  (iterated kernels, in order), ``options/`` (all :class:`FixedPointOptions`), ``anderson/``
+  (memory, last iterate and residual ``x_prev``/``g_prev``, and the stored differences of
+  iterates ``dX/<i>`` and of residuals ``dG/<i>`` = dF - dX, oldest first), ``current/`` (the
+  current iterate when it is not ``/kernels``), ``best/`` (the best iterate when stored nowhere
+  else), ``state_version``, and ``checksum`` (BLAKE2b of every array and parameter: HDF5 keeps
+  no checksums of its own, so garbage written into the data would otherwise be read back
+  silently).
 
 Resume refuses, before any compute, a file whose parameters or iterate-defining options differ from
 the current ones (ParameterError naming each difference with both values), and a file that is not a
@@ -38,7 +39,7 @@ from .result import SolverResult, Status
 
 __all__ = ["STATE_VERSION", "write_checkpoint", "write_result", "read_state", "read_result", "make_result"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: Anderson stores residual differences dG (was dF), absolute-change history
 
 
 # ----------------------------------------------------------------------------- checksum
@@ -86,11 +87,11 @@ def _solver_tree(options, state, written: Mapping) -> dict:
         "success": state.status is Status.CONVERGED,
         "iteration": state.iteration,
         "residuals": np.asarray(state.residuals, dtype=np.float64),
+        "changes": np.asarray(state.changes, dtype=np.float64),
         "confirmation_residual": float(state.confirmation_residual),
         "damping": float(state.damping),
         "best_residual": float(state.best_residual),
         "best_iteration": int(state.best_iteration),
-        "bad_count": int(state.bad_count),
         "kernel_keys": np.array(state.keys, dtype=str),
         "method": options.describe(),
         "options": options.as_dict(),
@@ -201,7 +202,7 @@ def _read_tree(path, kind) -> dict:
     return tree
 
 
-def _state_from_tree(tree: Mapping, path):
+def _state_from_tree(tree: Mapping):
     from .fixed_point import Anderson, SolverState
 
     s = tree["solver"]
@@ -221,12 +222,12 @@ def _state_from_tree(tree: Mapping, path):
         keys=keys,
         kernels=current,
         residuals=[float(x) for x in np.atleast_1d(s["residuals"])],
+        changes=[float(x) for x in np.atleast_1d(s["changes"])],
         damping=float(s["damping"]),
         anderson=anderson,
         best_residual=float(s["best_residual"]),
         best_iteration=int(s["best_iteration"]),
         best_kernels=best,
-        bad_count=int(s["bad_count"]),
         status=Status[str(s["status"])],
         confirmation_residual=float(s["confirmation_residual"]),
         message=str(s["message"]),
@@ -237,19 +238,13 @@ def _state_from_tree(tree: Mapping, path):
 def _options_from_tree(opts: Mapping):
     from .fixed_point import FixedPointOptions
 
-    fields = {f.name: f.type for f in dataclasses.fields(FixedPointOptions)}
-    kw = {}
-    for name in fields:
-        if name in opts:
-            v = opts[name]
-            v = v.item() if isinstance(v, np.generic) else v
-            kw[name] = str(v) if isinstance(v, (str, bytes)) else v
+    kw = {f.name: _plain(opts[f.name]) for f in dataclasses.fields(FixedPointOptions) if f.name in opts}
     return FixedPointOptions(**kw)
 
 
 def _result_from_tree(tree: Mapping, path) -> SolverResult:
     try:
-        state, written = _state_from_tree(tree, path)
+        state, written = _state_from_tree(tree)
         options = _options_from_tree(tree["solver"]["options"])
         s = tree["solver"]
         derived = {k: v for k, v in tree["kernels"].items() if k not in state.keys}
@@ -309,7 +304,8 @@ def read_state(path, problem, options) -> Loaded:
         raise FileFormatError(f"{path}: incomplete solver state: {type(exc).__name__}: {exc}") from None
     if odiffs:
         raise ParameterError(f"cannot resume from {path}: solver options that shape the iterates differ: "
-                             + "; ".join(odiffs) + " (tol, max_iter and checkpoint_every may change)")
+                             + "; ".join(odiffs) + " (only tol, max_iter, checkpoint_every, confirm_factor and the "
+                             "divergence settings may change on resume)")
     stored = _result_from_tree(tree, path)
     state = stored.state
     done = state.status in (Status.NON_FINITE, Status.DIVERGED) or (

@@ -19,14 +19,16 @@ Conventions
   ``confirm_factor * tol`` the status is NOT_CONFIRMED (success False).
 * Anderson (type II / DIIS) on the flattened kernels x with residual g = F(x) - x, memory m:
   ``x_{k+1} = x_k + b g_k - (dX + b dG) gamma``, gamma = argmin ||g_k - dG gamma||_2, b = 1 - d,
-  dX, dG the last m differences of iterates and residuals.  Columns are dropped (oldest first)
-  while the normalized Gram matrix has condition number > ``anderson_cond_max``; with none left
+  dX, dG the last m differences of iterates and of residuals (map differences dF = dG + dX).
+  Columns are dropped (oldest first) while the normalized Gram matrix has condition number > ``anderson_cond_max``; with none left
   the step is the plain damped one.  With an empty memory it IS the damped step.
 * Adaptive damping: when r_k > r_{k-1} the damping moves half-way to ``max_damping`` (0.9);
   when r_k < r_{k-1} it moves half-way back to the ``damping`` option.
 * Non-finite F(K_k) (NaN/inf): status NON_FINITE, solution K_k (the last finite iterate).
-  Divergence: r_k > divergence_factor * min_j r_j for ``divergence_patience`` consecutive
-  iterations: status DIVERGED, solution = the iterate of smallest residual.
+  Divergence: r_k > divergence_factor * min_j r_j, or the absolute change max ||F(K_k) - K_k||_inf
+  above divergence_factor x its minimum, in ``divergence_patience`` of the last
+  2 * divergence_patience iterations after that minimum: status DIVERGED, solution = the iterate
+  of smallest residual.
 * ``max_iter`` bounds the number of evaluations of F before the confirmation step.
 
 Determinism: given the problem's parameters and the options that shape the iterates, the sequence of
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
+from numba import njit
 
 from dmft.params import ParameterError, check_choice, check_int, check_positive, require
 
@@ -64,7 +67,9 @@ class Problem(Protocol):
         """Starting kernels K_0, dict name -> float64 array."""
 
     def update(self, kernels: Mapping[str, np.ndarray]) -> dict:
-        """F(K): new kernels, same names and shapes; deterministic; must not modify its input."""
+        """F(K): new kernels, same names and shapes.  Deterministic (a Monte-Carlo map draws its
+        samples from a seed in its parameters); must not modify its input, and must return fresh
+        arrays (the driver keeps references to past iterates instead of copying them)."""
 
     def observables(self, kernels: Mapping[str, np.ndarray]) -> dict:
         """1-D arrays of length T: 'tau', 'train_loss', 'test_loss', ..."""
@@ -115,9 +120,10 @@ class FixedPointOptions:
         object.__setattr__(self, "max_damping", float(m))
         object.__setattr__(self, "anderson_cond_max", check_positive("anderson_cond_max", self.anderson_cond_max))
 
-    # options that shape the sequence of iterates: a resume must use the same values
+    # options that shape the sequence of iterates: a resume must use the same values (the others --
+    # tol, max_iter, checkpoint_every, confirm_factor, divergence_* -- only decide when to stop)
     ITERATE_DEFINING = ("damping", "adaptive_damping", "accel", "anderson_memory", "max_damping",
-                        "anderson_cond_max", "divergence_factor", "divergence_patience")
+                        "anderson_cond_max")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -138,38 +144,69 @@ class IterationInfo:
 
 
 # ----------------------------------------------------------------------------- Anderson
+@njit(cache=True)
+def _dot(a, b):
+    """Sequential dot product: the same bits whatever the number of threads (no BLAS threads)."""
+    acc = 0.0
+    for i in range(a.size):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(cache=True)
+def _axpy2(y, a, x, b, z):
+    """y += a x + b z in place, in one pass."""
+    for i in range(y.size):
+        y[i] += a * x[i] + b * z[i]
+
+
 class Anderson:
     """Anderson / DIIS mixing on flat vectors, with a restorable state.
 
-    Stores the last ``memory`` differences of iterates (dX) and of map values (dF), and the last
-    pair (x_prev, f_prev).  Residual differences are dG = dF - dX (never stored: the Gram matrix and
-    the update are assembled from dX and dF).
+    Memory: the last ``memory`` differences of iterates, dX_i = x_{i+1} - x_i, and of residuals,
+    dG_i = g_{i+1} - g_i with g = F(x) - x (so the map differences are dF = dG + dX), and the last pair
+    (x_prev, g_prev).  The Gram matrix dG^T dG is kept up to date incrementally (one new row per
+    step) and rebuilt in the same order when a state is restored, so restored runs are bitwise equal.
     """
 
     def __init__(self, memory: int, cond_max: float = 1e10):
         self.memory = int(memory)
         self.cond_max = float(cond_max)
         self.dX: list[np.ndarray] = []
-        self.dF: list[np.ndarray] = []
+        self.dG: list[np.ndarray] = []
         self.x_prev: np.ndarray | None = None
-        self.f_prev: np.ndarray | None = None
-        self.n_fallback = 0  # steps taken without (usable) memory because of ill-conditioning
+        self.g_prev: np.ndarray | None = None
+        self.n_fallback = 0  # steps with an ill-conditioned (dropped) memory
+        self._gram = np.zeros((0, 0))
+
+    def _append(self, dx: np.ndarray, dg: np.ndarray) -> None:
+        if len(self.dX) == self.memory:
+            self._drop(1)
+        row = np.array([_dot(old, dg) for old in self.dG] + [_dot(dg, dg)])
+        n = len(self.dG)
+        gram = np.empty((n + 1, n + 1))
+        gram[:n, :n] = self._gram
+        gram[n, :] = row
+        gram[:, n] = row
+        self._gram = gram
+        self.dX.append(dx)
+        self.dG.append(dg)
+
+    def _drop(self, count: int) -> None:
+        del self.dX[:count], self.dG[:count]
+        self._gram = self._gram[count:, count:].copy()
 
     def step(self, x: np.ndarray, fx: np.ndarray, beta: float) -> np.ndarray:
-        """Next iterate from x and F(x); ``beta = 1 - damping``.  x, fx are kept (not copied)."""
-        if self.x_prev is not None:
-            self.dX.append(x - self.x_prev)
-            self.dF.append(fx - self.f_prev)
-            if len(self.dX) > self.memory:
-                del self.dX[0], self.dF[0]
-        self.x_prev, self.f_prev = x, fx
+        """Next iterate from x and F(x); ``beta = 1 - damping``.  ``x`` is kept (not copied)."""
         g = fx - x
+        if self.x_prev is not None:
+            self._append(x - self.x_prev, g - self.g_prev)
+        self.x_prev, self.g_prev = x, g
         gamma = self._coefficients(g)
         x_new = x + beta * g
         if gamma is not None:
-            for c, dx, df in zip(gamma, self.dX, self.dF):
-                # (dX + beta dG) = (1 - beta) dX + beta dF
-                x_new -= c * ((1.0 - beta) * dx + beta * df)
+            for c, dx, dg in zip(gamma, self.dX, self.dG):
+                _axpy2(x_new, -c, dx, -c * beta, dg)
         return x_new
 
     def _coefficients(self, g: np.ndarray):
@@ -177,14 +214,9 @@ class Anderson:
         n = len(self.dX)
         if n == 0:
             return None
-        # Gram matrix of dG = dF - dX from dot products (no temporary vectors)
-        xx = np.array([[a @ b for b in self.dX] for a in self.dX])
-        ff = np.array([[a @ b for b in self.dF] for a in self.dF])
-        fx = np.array([[a @ b for b in self.dX] for a in self.dF])
-        gram = ff - fx - fx.T + xx
-        rhs = np.array([df @ g - dx @ g for dx, df in zip(self.dX, self.dF)])
+        rhs = np.array([_dot(dg, g) for dg in self.dG])
         while n > 0:
-            G = gram[-n:, -n:]
+            G = self._gram[-n:, -n:]
             d = np.sqrt(np.diag(G))
             if np.all(d > 0) and np.all(np.isfinite(G)):
                 Gn = G / np.outer(d, d)
@@ -194,32 +226,38 @@ class Anderson:
                         break
             n -= 1
         if n < len(self.dX):  # forget the columns that made the system ill-conditioned
-            drop = len(self.dX) - n
-            del self.dX[:drop], self.dF[:drop]
+            self._drop(len(self.dX) - n)
         if n == 0:
             self.n_fallback += 1
             return None
         return gamma
+
+    def snapshot(self) -> tuple:
+        """Cheap copy of the state (the stored vectors are never modified in place)."""
+        return list(self.dX), list(self.dG), self.x_prev, self.g_prev, self.n_fallback, self._gram
+
+    def restore(self, snap: tuple) -> None:
+        dX, dG, self.x_prev, self.g_prev, self.n_fallback, self._gram = snap
+        self.dX, self.dG = list(dX), list(dG)
 
     # state round trip (checkpoints)
     def state_dict(self) -> dict:
         out: dict[str, Any] = {"memory": self.memory, "n_hist": len(self.dX), "n_fallback": self.n_fallback}
         if self.x_prev is not None:
             out["x_prev"] = self.x_prev
-            out["f_prev"] = self.f_prev
+            out["g_prev"] = self.g_prev
         out["dX"] = {str(i): a for i, a in enumerate(self.dX)}
-        out["dF"] = {str(i): a for i, a in enumerate(self.dF)}
+        out["dG"] = {str(i): a for i, a in enumerate(self.dG)}
         return out
 
     @classmethod
     def from_state_dict(cls, d: Mapping, cond_max: float = 1e10) -> "Anderson":
         a = cls(int(d["memory"]), cond_max)
-        n = int(d["n_hist"])
-        a.dX = [np.asarray(d["dX"][str(i)], dtype=np.float64) for i in range(n)]
-        a.dF = [np.asarray(d["dF"][str(i)], dtype=np.float64) for i in range(n)]
+        for i in range(int(d["n_hist"])):
+            a._append(np.asarray(d["dX"][str(i)], dtype=np.float64), np.asarray(d["dG"][str(i)], dtype=np.float64))
         if "x_prev" in d:
             a.x_prev = np.asarray(d["x_prev"], dtype=np.float64)
-            a.f_prev = np.asarray(d["f_prev"], dtype=np.float64)
+            a.g_prev = np.asarray(d["g_prev"], dtype=np.float64)
         a.n_fallback = int(d.get("n_fallback", 0))
         return a
 
@@ -231,13 +269,13 @@ class SolverState:
 
     keys: list  # kernel names, in the order of the flattened vector
     kernels: dict  # current iterate K_k (not yet evaluated)
-    residuals: list = dataclasses.field(default_factory=list)
+    residuals: list = dataclasses.field(default_factory=list)  # relative residual of each iterate
+    changes: list = dataclasses.field(default_factory=list)  # absolute change max ||F(K) - K||_inf
     damping: float = 0.0
     anderson: Anderson | None = None
     best_residual: float = math.inf
     best_iteration: int = -1
     best_kernels: dict | None = None
-    bad_count: int = 0  # consecutive iterations above the divergence threshold
     status: Status = Status.RUNNING
     confirmation_residual: float = math.nan
     message: str = ""
@@ -271,13 +309,14 @@ def _validated(kernels: Mapping, template: Mapping | None, where: str) -> dict:
     return out
 
 
-def _residual(fk: Mapping, k: Mapping) -> float:
-    r = 0.0
+def _residual(fk: Mapping, k: Mapping, absolute: bool = False) -> float | tuple[float, float]:
+    """max_K ||F_K - K||_inf / max(||F_K||_inf, tiny); with ``absolute``, also max_K ||F_K - K||_inf."""
+    r = a = 0.0
     for key, f in fk.items():
         num = float(np.max(np.abs(f - k[key]))) if f.size else 0.0
         den = max(float(np.max(np.abs(f))) if f.size else 0.0, _TINY)
-        r = max(r, num / den)
-    return r
+        r, a = max(r, num / den), max(a, num)
+    return (r, a) if absolute else r
 
 
 def _all_finite(kernels: Mapping) -> bool:
@@ -307,6 +346,40 @@ def _mix(state: SolverState, k: dict, fk: dict) -> dict:
     return _unpack(x_new, k)
 
 
+class _Mark:
+    """The state at the start of an iteration (shallow: iterates are never modified in place)."""
+
+    def __init__(self, state: SolverState):
+        self.kernels = state.kernels
+        self.n = state.iteration
+        self.damping = state.damping
+        self.best = (state.best_residual, state.best_iteration, state.best_kernels)
+        self.anderson = state.anderson.snapshot() if state.anderson is not None else None
+
+    def restore_if_unfinished(self, state: SolverState) -> None:
+        if state.kernels is not self.kernels or state.status is not Status.RUNNING:
+            return  # the iteration completed: the state is consistent
+        del state.residuals[self.n:], state.changes[self.n:]
+        state.damping = self.damping
+        state.best_residual, state.best_iteration, state.best_kernels = self.best
+        if self.anderson is not None:
+            state.anderson.restore(self.anderson)
+
+
+def _n_diverging(state: SolverState, options: FixedPointOptions) -> int:
+    """How many of the last 2*patience iterations, after the one of minimal value, had a relative
+    residual, or an absolute change, above divergence_factor x that minimum.  A window, not a run,
+    so that an oscillating blow-up is caught too; the absolute change, because the relative
+    residual of a geometric run-away K -> c K stays bounded (it tends to |c - 1|/|c|)."""
+    start = max(0, len(state.residuals) - 2 * options.divergence_patience)
+    count = 0
+    for hist in (state.residuals, state.changes):
+        i_min = int(np.argmin(hist))
+        threshold = options.divergence_factor * hist[i_min]
+        count = max(count, sum(x > threshold for x in hist[max(start, i_min + 1):]))
+    return count
+
+
 def _adapt_damping(state: SolverState, options: FixedPointOptions) -> None:
     if not options.adaptive_damping or len(state.residuals) < 2:
         return
@@ -334,8 +407,10 @@ def iterate(
     ``resume=True`` continues the run stored in ``out`` (same parameters and iterate-defining
     options required, else ParameterError naming the differences; unreadable or foreign files
     raise FileFormatError); a finished converged run is returned as stored.
-    ``callback(info: IterationInfo)`` is called after each iteration; raising StopIteration in it
-    stops the run with status STOPPED (the state is saved and can be resumed).
+    ``callback(info: IterationInfo)`` is called after each iteration that takes a step (not after
+    the final, converged evaluation); raising StopIteration in it stops the run with status
+    STOPPED (the state is saved and can be resumed).  Any other exception propagates, after the
+    last consistent state has been written to ``out``.
     ``progress=True`` shows a tqdm bar over iterations.
     """
     from . import checkpoint
@@ -369,8 +444,10 @@ def iterate(
         return _validated(problem.update(kernels), state.kernels, "update()")
 
     result_kernels = state.kernels
+    mark = None
     try:
         while True:
+            mark = _Mark(state)
             if state.iteration >= options.max_iter:
                 state.status = Status.MAX_ITER
                 state.message = (f"{Status.MAX_ITER.value} (max_iter={options.max_iter}, last residual "
@@ -386,8 +463,9 @@ def iterate(
                                  f"non-finite entries in {[key for key in fk if not np.isfinite(fk[key]).all()]}")
                 result_kernels = k
                 break
-            r = _residual(fk, k)
+            r, change = _residual(fk, k, absolute=True)
             state.residuals.append(r)
+            state.changes.append(change)
             if r < state.best_residual:
                 state.best_residual, state.best_iteration, state.best_kernels = r, state.iteration - 1, k
             if bar is not None:
@@ -410,14 +488,14 @@ def iterate(
                                      f"confirmation residual {conf:.3e} > {options.confirm_factor:g} * tol")
                 break
 
-            threshold = options.divergence_factor * min(state.residuals)
-            state.bad_count = state.bad_count + 1 if r > threshold else 0
-            if state.bad_count >= options.divergence_patience:
+            n_bad = _n_diverging(state, options)
+            if n_bad >= options.divergence_patience:
                 state.status = Status.DIVERGED
-                state.message = (f"{Status.DIVERGED.value}: residual {r:.3e} > {options.divergence_factor:g} x "
-                                 f"minimum {min(state.residuals):.3e} for {state.bad_count} iterations; returning "
-                                 f"iterate {state.best_iteration} (residual {state.best_residual:.3e}). "
-                                 "Try a larger damping, adaptive_damping, or accel='anderson'.")
+                state.message = (f"{Status.DIVERGED.value}: residual or change above {options.divergence_factor:g} x "
+                                 f"its minimum in {n_bad} of the last {2 * options.divergence_patience} iterations "
+                                 f"(residual now {r:.3e}, change {change:.3e} vs minimum {min(state.changes):.3e}); "
+                                 f"returning iterate {state.best_iteration} (residual {state.best_residual:.3e}). "
+                                 "Try a larger damping or adaptive_damping=True.")
                 result_kernels = state.best_kernels
                 break
 
@@ -441,7 +519,10 @@ def iterate(
                     state.message = f"{Status.STOPPED.value} at iteration {state.iteration} (residual {r:.3e})"
                     break
     except BaseException:
-        # leave a usable checkpoint of the last consistent state, then re-raise
+        # leave a usable checkpoint of the last consistent state (undo a half-done iteration, e.g.
+        # Ctrl-C inside the confirmation step or the Anderson update), then re-raise
+        if mark is not None:
+            mark.restore_if_unfinished(state)
         if out is not None and state.status is Status.RUNNING:
             try:
                 checkpoint.write_checkpoint(out, problem, options, state)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["propagate_row", "propagate_all", "causal_cholesky_row"]
+__all__ = ["propagate_row", "propagate_all"]
 
 
 @njit(cache=True)
@@ -68,37 +68,3 @@ def propagate_all(Rhat, N, h, c0, Phi, R, C):
     """All rows 0..T of (Phi, R, C) from complete Rhat and N (the fixed-point map's D-side)."""
     for t in range(Phi.shape[0]):
         propagate_row(t, Rhat, N, h, c0, Phi, R, C)
-
-
-@njit(cache=True)
-def causal_cholesky_row(t, C, L, rel_cut):
-    """Row t of a lower Cholesky factor L of the covariance C (C = L L^T on rows <= t).
-
-    Rows are computed in time order, so a Gaussian path is sampled causally:
-    x(t) = sum_{j<=t} L[t, j] g_j.  A pivot below rel_cut * sqrt(max diag C[:t+1]) marks a
-    direction with no resolvable new variance (e.g. C = 0 at t = 0; smooth kernels on fine
-    grids are numerically rank deficient) and its column is zeroed.  The cut-off must be
-    relative, and well above round-off: with 1e-7 round-off in nearly dependent rows was
-    amplified by 1/pivot until the sampled paths blew up.  Returns 1 if row t was cut.
-    """
-    maxdiag = 0.0
-    for k in range(t + 1):
-        if C[k, k] > maxdiag:
-            maxdiag = C[k, k]
-    cut = rel_cut * np.sqrt(maxdiag) if maxdiag > 0.0 else 0.0
-    for j in range(t):
-        if L[j, j] == 0.0:
-            L[t, j] = 0.0
-            continue
-        acc = C[t, j]
-        for k in range(j):
-            acc -= L[t, k] * L[j, k]
-        L[t, j] = acc / L[j, j]
-    acc = C[t, t]
-    for k in range(t):
-        acc -= L[t, k] * L[t, k]
-    if acc > 0.0 and np.sqrt(acc) > cut:
-        L[t, t] = np.sqrt(acc)
-        return 0
-    L[t, t] = 0.0
-    return 1

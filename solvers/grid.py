@@ -79,7 +79,7 @@ class TimeGrid:
         steps = check_int("steps", steps, low=1)
         h_uniform = t_max / steps
         if t_first is None:
-            t_first = h_uniform / 2.0
+            t_first = h_uniform / 2.0 if steps > 1 else h_uniform
         t_first = check_positive("t_first", t_first)
         if t_first > h_uniform * (1 + 1e-12):
             raise ParameterError(

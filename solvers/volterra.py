@@ -1,7 +1,7 @@
 """Numba kernels for causal (Volterra) integrals, two-time response functions, exact Gaussian
 covariance propagation and Monte-Carlo sampling of Gaussian paths on a time grid.
 
-Every function takes the lower-triangular trapezoid matrix ``W = TimeGrid.weights()``, so that
+Every integral uses the lower-triangular trapezoid matrix ``W = TimeGrid.weights()``, so that
 ``int_0^{t_i} f ~= sum_j W[i, j] f(t_j)`` and, by additivity,
 ``int_{t_j}^{t_i} f ~= sum_{k=j..i} (W[i, k] - W[j, k]) f(t_k)`` (trapezoid on [t_j, t_i]).
 Two-time kernels are C-contiguous float64 (T, T) arrays indexed ``[i, j] = K(t_i, t_j)``;
@@ -17,12 +17,14 @@ Functions (see each docstring):
 * :func:`response_function`     d_t R(t,t') = -a(t) R(t,t') + int_{t'}^t S(t,s) R(s,t') ds, R(t',t') = 1;
 * :func:`propagate_covariance`  C = c0 r0 r0^T + (R o W) N (R o W)^T, the covariance of
                                 x(t) = r0(t) x0 + int_0^t R(t,s) eta(s) ds with Cov(eta) = N;
+* :func:`lower_matmul`          L @ B for lower-triangular L (BLAS trmm);
 * :func:`causal_cholesky`       lower L with L L^T = C, row by row (row i uses C[:i+1, :i+1] only),
                                 relative pivot cut-off for semi-definite C;
+* :func:`cholesky_extend`       the same, filling rows start..T-1 (for forward sweeps);
 * :func:`gaussian_paths`        n paths with covariance C from pre-drawn normals (seeded).
 
-Parallel kernels split work over independent columns / samples, so results do not depend on the
-number of Numba threads (bitwise).
+The parallel Numba kernels split their work over independent columns / samples, so their results
+do not depend on the number of threads (bitwise); BLAS products depend only on BLAS's own setup.
 """
 from __future__ import annotations
 
@@ -42,8 +44,6 @@ __all__ = [
     "sample_paths",
     "gaussian_paths",
 ]
-
-_BLOCK = 8  # columns solved together by the resolvent kernel (reuses each row of K from cache)
 
 
 def _as2d(a, name):
@@ -112,23 +112,29 @@ def volterra_solve(g, K, W):
 # ------------------------------------------------------------------------ two-time kernels
 @njit(cache=True)
 def _resolvent_block(G, K, KW, W, X, j0, j1):
-    """Columns j0 <= j < j1 of X(i, j) = G(i, j) + sum_{k=j..i} (W[i,k] - W[j,k]) K(i,k) X(k,j).
+    """Columns j0 <= j < j1 (j1 - j0 <= 8) of
+    X(i, j) = G(i, j) + sum_{k=j..i} (W[i,k] - W[j,k]) K(i,k) X(k,j).
 
-    The block's columns are built in a buffer (zero above their diagonals), so that the inner
-    loop over k reads one row of KW = K o W once for all columns of the block.
+    The block's columns are built together in a buffer (zero above their diagonals), so the inner
+    loop over k reads each element of KW = K o W once for 8 columns (8 explicit accumulators let
+    the compiler keep them in registers).
     """
     T = G.shape[0]
-    b = j1 - j0
-    buf = np.zeros((T, b))
-    acc = np.empty(b)
+    buf = np.zeros((T, 8))
     for i in range(j0, T):
-        for c in range(b):
-            acc[c] = 0.0
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
         for k in range(j0, i):
             a = KW[i, k]
-            for c in range(b):
-                acc[c] += a * buf[k, c]
-        for c in range(b):
+            a0 += a * buf[k, 0]
+            a1 += a * buf[k, 1]
+            a2 += a * buf[k, 2]
+            a3 += a * buf[k, 3]
+            a4 += a * buf[k, 4]
+            a5 += a * buf[k, 5]
+            a6 += a * buf[k, 6]
+            a7 += a * buf[k, 7]
+        acc = (a0, a1, a2, a3, a4, a5, a6, a7)
+        for c in range(j1 - j0):
             j = j0 + c
             if i == j:
                 buf[i, c] = G[i, j]
@@ -136,27 +142,27 @@ def _resolvent_block(G, K, KW, W, X, j0, j1):
                 # sub-interval weights: W[i,j] - W[j,j] at k = j, W[i,k] inside, W[i,i] implicit
                 s = G[i, j] + acc[c] - W[j, j] * K[i, j] * buf[j, c]
                 buf[i, c] = s / (1.0 - KW[i, i])
-    for c in range(b):
+    for c in range(j1 - j0):
         j = j0 + c
         for i in range(j, T):
             X[i, j] = buf[i, c]
 
 
 @njit(cache=True, parallel=True)
-def _resolvent(G, K, W, block):
+def _resolvent(G, K, W):
     T = G.shape[0]
     KW = np.empty((T, T))
     for i in prange(T):
         for k in range(T):
             KW[i, k] = K[i, k] * W[i, k] if k <= i else 0.0
     X = np.zeros((T, T))
-    nb = (T + block - 1) // block
-    # block q costs ~ (T - q*block)^2: pair block p with block nb-1-p so the threads share evenly
+    nb = (T + 7) // 8  # blocks of 8 columns (see _resolvent_block)
+    # block q costs ~ (T - 8q)^2: pair block p with block nb-1-p so that the threads share evenly
     for p in prange((nb + 1) // 2):
         q = nb - 1 - p
-        _resolvent_block(G, K, KW, W, X, p * block, min(T, (p + 1) * block))
+        _resolvent_block(G, K, KW, W, X, 8 * p, min(T, 8 * (p + 1)))
         if q != p:
-            _resolvent_block(G, K, KW, W, X, q * block, min(T, (q + 1) * block))
+            _resolvent_block(G, K, KW, W, X, 8 * q, min(T, 8 * (q + 1)))
     return X
 
 
@@ -171,7 +177,7 @@ def resolvent(G, K, W):
     """
     G, K, W = _as2d(G, "G"), _as2d(K, "K"), _as2d(W, "W")
     _check_grid(W, ("G", G), ("K", K))
-    return _resolvent(G, K, W, _BLOCK)
+    return _resolvent(G, K, W)
 
 
 @njit(cache=True, parallel=True)
@@ -206,7 +212,7 @@ def response_function(S, W, a=0.0):
     T = W.shape[0]
     a = np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), (T,)))
     Kt = _response_kernel(S, a, W)
-    return _resolvent(np.tril(np.ones((T, T))), Kt, W, _BLOCK)
+    return _resolvent(np.tril(np.ones((T, T))), Kt, W)
 
 
 def lower_matmul(L, B):
