@@ -54,6 +54,7 @@ import numpy as np
 from numba import njit, prange
 
 from solvers.gaussian import propagate_all, propagate_row
+from solvers.grid import available_memory
 from solvers.volterra import cholesky_extend
 
 from .params import (
@@ -133,17 +134,6 @@ class TwoLayerDMFT:
         """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
         t1 = self.steps + 1
         return 8 * t1 * t1 * (_STATE_MATRICES * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 14
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
 
 
 def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
@@ -291,7 +281,7 @@ class TwoLayerProblem:
         self.options = options
         self.T1 = options.steps + 1
         need = options.memory_bytes()
-        avail = _available_memory()
+        avail = available_memory()
         if need > 0.8 * avail:
             raise ParameterError(
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
