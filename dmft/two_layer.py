@@ -511,15 +511,6 @@ class TwoLayerProblem:
 
 
 # --------------------------------------------------------------------------------- solve
-def _residual(a: dict, b: dict) -> float:
-    """Relative sup-norm change over all kernels (the engine's convergence measure)."""
-    worst = 0.0
-    for k in KERNEL_NAMES:
-        scale = max(np.max(np.abs(b[k])), 1e-300)
-        worst = max(worst, float(np.max(np.abs(a[k] - b[k])) / scale))
-    return worst
-
-
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
           seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
           replicas=2, out=None, resume=False, progress=False, confirm=True):
@@ -551,7 +542,7 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
                         u_max=u_max, seed=seed)
     problem = TwoLayerProblem(model, opts)
     from solvers.checkpoint import make_result
-    from solvers.fixed_point import FixedPointOptions, SolverState, iterate
+    from solvers.fixed_point import FixedPointOptions, SolverState, _residual, iterate
     from solvers.result import Status
 
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,

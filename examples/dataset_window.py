@@ -38,6 +38,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
+from _scan import plot_curves, rows_from_sweep  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 150.0
 STEPS = {1.0: 0.2, 2.0: 0.25, 3.0: 0.3, 4.0: 0.35, 5.5: 0.4, 8.0: 0.4, 16.0: 0.4}  # P/D -> dt
@@ -49,42 +51,27 @@ def points():
     return [{"ratio": r, "dt": dt} for r, dt in STEPS.items()]
 
 
-def _num(v):
-    return float("nan") if v is None else float(v)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     args = ap.parse_args()
     outdir = ROOT / "out" / "examples" / "dataset_window"
     res = sweep(points(), outdir, n_workers=args.workers, **FIXED)
-    rows = []
+    rows = rows_from_sweep(res, "ratio")
     print(f"{'P/D':>5} {'dt':>5} {'status':>12} {'t_train':>8} {'t_test':>8} {'delay':>7} {'final test':>10}")
-    for p in res.points:
-        d = p["derived"] or {}
+    for ratio, t_train, t_test, delay, bound, p in rows:
         q = p["parameters"]
         final = float("nan")
         if p["status"] != "failed":
             final = float(np.asarray(read_h5(outdir / p["file"])["observables"]["test_loss"])[-1])
-        rows.append((q["ratio"], _num(d.get("t_train")), _num(d.get("t_test")), _num(d.get("delay")),
-                     _num(d.get("delay_lower_bound")), p))
-        delay = f"{rows[-1][3]:7.3f}" if np.isfinite(rows[-1][3]) else f"> {rows[-1][4]:5.2f}"
-        print(f"{q['ratio']:5g} {q['dt']:5g} {p['status']:>12} {rows[-1][1]:8.2f} {rows[-1][2]:8.2f} {delay:>7} "
+        shown = f"{delay:7.3f}" if np.isfinite(delay) else f"> {bound:5.2f}"
+        print(f"{q['ratio']:5g} {q['dt']:5g} {p['status']:>12} {t_train:8.2f} {t_test:8.2f} {shown:>7} "
               f"{final:10.3f}" + (f"  ({p['error'][:60]})" if p.get("error") else ""))
 
     fig = Figure(figsize=(11.5, 4.0), layout="constrained")
     ax_c, ax_t = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
     colors = matplotlib.colormaps["cividis"](np.linspace(0.0, 0.9, len(rows)))
-    for (ratio, *_rest, p), color in zip(rows, colors):
-        if p["status"] == "failed":
-            continue
-        obs = read_h5(outdir / p["file"])["observables"]
-        tau = np.asarray(obs["tau"])
-        pos = tau > 0
-        ax_c.plot(tau[pos], np.asarray(obs["test_loss"])[pos], color=color, lw=1.6, label=f"P/D = {ratio:g}")
-        ax_c.plot(tau[pos], np.asarray(obs["train_loss"])[pos], color=color, lw=1.0, ls="--")
-    ax_c.set_xscale("log")
+    plot_curves(ax_c, rows, outdir, colors, lambda r: 1.0, lambda r: f"P/D = {r:g}")
     ax_c.set_yscale("log")  # memorisation (train -> 0) and the test-loss blow-up at P/D = 1 on one scale
     ax_c.set_xlabel("τ = η t / D")
     ax_c.set_ylabel("loss (test solid, train dashed)")

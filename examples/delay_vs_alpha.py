@@ -36,6 +36,8 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
+from _scan import plot_curves, plot_times_and_delay, rows_from_sweep  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
 FIXED = dict(ratio=5.5, eps=0.02, noise=0.0, dim=200, nodes=12, samples=16, seed=0,
@@ -46,70 +48,30 @@ def points():
     return [{"alpha": a, "dt": min(0.4, 0.4 * a), "t_max": 120.0 * a} for a in ALPHAS]
 
 
-def _num(v):
-    return float("nan") if v is None else float(v)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     args = ap.parse_args()
     outdir = ROOT / "out" / "examples" / "delay_vs_alpha"
     res = sweep(points(), outdir, n_workers=args.workers, **FIXED)
-    rows = []
+    rows = rows_from_sweep(res, "alpha")
     print(f"{'alpha':>6} {'dt':>6} {'t_max':>6} {'status':>12} {'t_train':>8} {'t_test':>8} {'delay':>6}")
-    for p in res.points:
-        d = p["derived"] or {}
+    for alpha, t_train, t_test, delay, _bound, p in rows:
         q = p["parameters"]
-        rows.append((q["alpha"], _num(d.get("t_train")), _num(d.get("t_test")), _num(d.get("delay")),
-                     _num(d.get("delay_lower_bound")), p))
-        print(f"{q['alpha']:6g} {q['dt']:6g} {q['t_max']:6g} {p['status']:>12} {rows[-1][1]:8.2f} "
-              f"{rows[-1][2]:8.2f} {rows[-1][3]:6.3f}" + (f"  ({p['error'][:60]})" if p.get("error") else ""))
+        print(f"{q['alpha']:6g} {q['dt']:6g} {q['t_max']:6g} {p['status']:>12} {t_train:8.2f} "
+              f"{t_test:8.2f} {delay:6.3f}" + (f"  ({p['error'][:60]})" if p.get("error") else ""))
 
     fig = Figure(figsize=(12.5, 3.9), layout="constrained")
     ax_c, ax_t, ax_d = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
     import matplotlib
 
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(rows)))
-    for (alpha, *_rest, p), color in zip(rows, colors):
-        if p["status"] == "failed":
-            continue
-        obs = read_h5(outdir / p["file"])["observables"]
-        tau = np.asarray(obs["tau"])
-        pos = tau > 0
-        ax_c.plot(tau[pos] / alpha, np.asarray(obs["test_loss"])[pos], color=color, lw=1.6, label=f"α = {alpha:g}")
-        ax_c.plot(tau[pos] / alpha, np.asarray(obs["train_loss"])[pos], color=color, lw=1.0, ls="--")
-    ax_c.set_xscale("log")
+    plot_curves(ax_c, rows, outdir, colors, lambda a: 1.0 / a, lambda a: f"α = {a:g}")
     ax_c.set_xlabel("τ / α")
     ax_c.set_ylabel("loss (test solid, train dashed)")
     ax_c.set_title("DMFT loss curves, time in units of α")
     ax_c.legend(fontsize=8)
-    a = np.array([r[0] for r in rows])
-    t_tr, t_te, delay = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
-    ax_t.loglog(a, t_tr, "o-", color="C0", label="t_train (train loss < ½ initial)")
-    ax_t.loglog(a, t_te, "s-", color="C3", label="t_test (test loss < ½ initial)")
-    ax_t.loglog(a, 40 * a, ":", color="0.5", label="∝ α")
-    ax_t.set_xticks(a, [f"{v:g}" for v in a])
-    ax_t.xaxis.set_minor_formatter(NullFormatter())
-    ax_t.set_xlabel("α (output scale)")
-    ax_t.set_ylabel("τ")
-    ax_t.set_title("time to fit and to generalise")
-    ax_t.legend(fontsize=8)
-    ax_d.semilogx(a, delay, "o-", color="k")
-    for alpha, *_x, bound, p in rows:
-        if np.isfinite(bound):  # the test loss did not fall within t_max: the delay is at least this
-            ax_d.plot([alpha], [bound], "^", color="C3")
-            ax_d.annotate(f"> {bound:.2f}", (alpha, bound), textcoords="offset points", xytext=(0, 7), ha="center",
-                          fontsize=8, color="C3")
-    for x, y in zip(a, delay):
-        if np.isfinite(y):
-            ax_d.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
-    ax_d.set_xticks(a, [f"{v:g}" for v in a])
-    ax_d.xaxis.set_minor_formatter(NullFormatter())
-    ax_d.set_xlabel("α (output scale)")
-    ax_d.set_ylabel("delay t_test / t_train")
-    ax_d.set_title("grokking delay")
-    ax_d.margins(y=0.2)
+    plot_times_and_delay(ax_t, ax_d, rows, "α (output scale)", lambda a: 40 * a, "∝ α")
     fig.suptitle(f"two-layer DMFT: P/D = {FIXED['ratio']:g}, ε = {FIXED['eps']:g}, D = {FIXED['dim']}, "
                  "t_max = 120 α, dt = min(0.4, 0.4 α)", fontsize=10)
     path = ROOT / "examples" / "figures" / "delay_vs_alpha.png"
