@@ -86,6 +86,12 @@ def main():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte-Carlo sampling.")
 @click.option("--replicas", type=int, default=2, show_default=True,
               help="Independent sampling seeds used to estimate the Monte-Carlo error bars (two-layer; 1 = none).")
+@click.option("--finite-size", is_flag=True,
+              help="Two-layer: add the finite-D terms (spike-bulk cross covariance, the teacher coordinate's own "
+                   "memory; docs/finite-size.md) for networks at D = --dim.  Off: the D -> inf DMFT.  ~3x slower.")
+@click.option("--datasets", type=int, default=0, show_default=True,
+              help="Two-layer: also solve this many training-set replicas (P = ratio*dim points) and report "
+                   "the spread over training sets (sd, 16/84% bands, grokking times).  Each costs one sweep.")
 @click.option("--method", type=click.Choice(["sweep", "iterate"]), default="sweep", show_default=True,
               help="sweep: one causal forward pass (exact, fast); iterate: damped fixed-point iteration (two-layer).")
 @click.option("--damping", type=float, default=0.0, show_default=True,
@@ -104,14 +110,17 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, nodes, u_max, seed, replicas, method, damping, accel,
-          tol, max_iter, checkpoint_every, out, resume, quiet):
+def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, nodes, u_max, seed, replicas,
+          finite_size, datasets, method, damping, accel, tol, max_iter, checkpoint_every, out, resume, quiet):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
         raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
     if model == "linear":
         from dmft.linear import solve_linear
 
+        if finite_size or datasets:
+            raise ParameterError("invalid --finite-size/--datasets with --model linear: allowed only for the "
+                                 "two-layer model")
         result = solve_linear(ratio=ratio, noise=noise, t_max=10.0 if t_max is None else t_max, steps=steps,
                               grid=grid, damping=damping, accel=accel or "anderson", tol=tol, max_iter=max_iter,
                               checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
@@ -122,7 +131,8 @@ def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples,
 
         result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
                                  t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
-                                 replicas=replicas, nodes=nodes, u_max=u_max,
+                                 replicas=replicas, nodes=nodes, u_max=u_max, finite_size=finite_size,
+                                 datasets=datasets,
                                  method=method, damping=damping, accel=accel or "none", tol=tol, max_iter=max_iter,
                                  checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
     click.echo(result.summary())
@@ -147,6 +157,14 @@ def _curve_table(obs, rows=10):
         err = obs.get(name + "_mc_err")
         if err is not None and np.all(np.isfinite(err)):
             lines.append(f"  Monte-Carlo standard error of {name} (sampling seeds): max over time {np.max(err):.2g}")
+    if "test_loss_dataset_sd" in obs:
+        t_test = np.asarray(obs["t_test_datasets"])
+        done = t_test[np.isfinite(t_test)]
+        lines.append(f"  spread over {len(t_test)} training sets: max sd of the test loss "
+                     f"{np.nanmax(obs['test_loss_dataset_sd']):.3g}; test loss below half its start in "
+                     f"{len(done)} of {len(t_test)}"
+                     + (f", at tau = {np.mean(done):.4g} +- {np.std(done, ddof=1) if len(done) > 1 else 0:.2g}"
+                        if len(done) else ""))
     if "dropped_u_mass" in obs:
         lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
                      f"{float(np.asarray(obs['dropped_u_mass'])):.2g}")

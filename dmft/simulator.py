@@ -56,6 +56,9 @@ step, so A w_i(0) = w_i - b exactly without ever forming A):
 * ``mean_norm``      |b|^2 / D;
 * ``mean_overlap``   b.bhat;
 * ``teacher_moment`` E_i[(bhat.w_i)^2] (raw second moment, not divided by D);
+* ``spike_bulk_cross`` |g|^2 / D^2 with g = P_perp A M0 A^T bhat = E_i[(A w_i(0))_perp (bhat.A w_i(0))], the
+                     cross covariance between the teacher spike and the bulk directions (zero at t = 0;
+                     O(1) once s = O(1): the learned direction is not bhat, see docs/finite-size.md);
 * ``ntk_alignment``  y^T K y / (||K||_F |y|^2) for the current NTK on the training set,
                      K(x, x') = (alpha^2 / N) sum_i phi'(w_i.x) phi'(w_i.x') x.x' (alpha^2 cancels).
                      For N = inf, E over w(0) in closed form:
@@ -101,7 +104,7 @@ __all__ = [
 ]
 
 OBSERVABLES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "mean_overlap", "teacher_moment",
-               "ntk_alignment")
+               "ntk_alignment", "spike_bulk_cross")
 NTK_POINTS = 1000  #: the NTK alignment uses the first min(P, NTK_POINTS) training points
 MEMORY_LIMIT_BYTES = 4 * 2**30  #: refuse requests whose arrays would exceed this (float64)
 MAX_STEPS = 10**9
@@ -305,7 +308,9 @@ class ReducedNetwork(_Network):
         beta = self.problem.beta
         Bq = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
         test = quadratic_population_loss(Bq, self.alpha * g)
-        sCs = float(bhat @ C @ bhat)
+        Cb_hat = C @ bhat
+        sCs = float(bhat @ Cb_hat)
+        cross = Cb_hat - sCs * bhat
         bb = float(b @ bhat)
         if self.infinite:
             teacher = sCs + bb * bb
@@ -330,6 +335,7 @@ class ReducedNetwork(_Network):
             "mean_overlap": bb,
             "teacher_moment": teacher,
             "ntk_alignment": self._alignment(kog),
+            "spike_bulk_cross": float(cross @ cross) / D**2,
         }
 
 
@@ -384,6 +390,8 @@ class ExplicitNetwork(_Network):
         Z = self.W - self.b  # = A w_i(0), rows
         zb = Z @ bhat
         spike_raw = float(zb @ zb) / N
+        cross = Z.T @ zb / N  # E_i[(A w_i(0)) (bhat.A w_i(0))]
+        cross -= float(cross @ bhat) * bhat
         b = self.b
         wb = self.W @ bhat
         n = self.ntk_points
@@ -398,6 +406,7 @@ class ExplicitNetwork(_Network):
             "mean_overlap": float(b @ bhat),
             "teacher_moment": float(wb @ wb) / N,
             "ntk_alignment": self._alignment(kog),
+            "spike_bulk_cross": float(cross @ cross) / D**2,
         }
 
 

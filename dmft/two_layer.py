@@ -68,9 +68,13 @@ from .params import (
     require,
 )
 
-__all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "population_test_loss", "KERNEL_NAMES"]
+__all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "population_test_loss",
+           "cross_test_correction",
+           "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
+# the covariance of the spike-bulk cross direction
+CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
 # A residual this large means the site (and the map) has left any meaningful range: stop there.
 _DIVERGED = 1e10
@@ -94,6 +98,10 @@ class TwoLayerDMFT:
               max |u| > sqrt(2 log P) ~ 4, and sites far beyond are unstable under Euler
               steps in the rich regime)
     seed      seed of the Monte-Carlo paths (the answer is deterministic given it)
+    finite_size  add the spike-bulk cross covariance (docs/finite-size.md): the learned direction
+              is bhat plus an O(1) random bulk component; the D -> inf equations drop it.  Its
+              effect is O(s^2) and vanishes at fixed tau as D -> inf (s(tau) ~ 1/D), but not at
+              fixed s, so it matters at the D of simulations.  Off: the D -> inf DMFT, unchanged.
     """
 
     dim: int = 200
@@ -105,6 +113,7 @@ class TwoLayerDMFT:
     seed: int = 0
     cholesky_cut: float = 1e-10
     control_variate: bool = True
+    finite_size: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "dim", check_int("dim", self.dim, 1))
@@ -116,8 +125,8 @@ class TwoLayerDMFT:
         object.__setattr__(self, "u_max", check_positive("u_max", self.u_max))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
         object.__setattr__(self, "cholesky_cut", check_positive("cholesky_cut", self.cholesky_cut))
-        require(isinstance(self.control_variate, (bool, np.bool_)), "control_variate", self.control_variate,
-                "True or False")
+        for flag in ("control_variate", "finite_size"):
+            require(isinstance(getattr(self, flag), (bool, np.bool_)), flag, getattr(self, flag), "True or False")
         require(self.steps >= 1, "t_max", self.t_max, f"at least one step: t_max >= dt = {self.dt}")
         require(self.steps <= 20000, "t_max/dt", self.steps, "at most 20000 time steps")
 
@@ -133,7 +142,8 @@ class TwoLayerDMFT:
     def memory_bytes(self) -> int:
         """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
         t1 = self.steps + 1
-        return 8 * t1 * t1 * (_STATE_MATRICES * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 14
+        per_site = _STATE_MATRICES + (3 if self.finite_size else 0)
+        return 8 * t1 * t1 * (per_site * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 20
 
 
 def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
@@ -145,17 +155,73 @@ def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
     return (c1 + c0 - a * sb2) ** 2 + 2 * c1**2 + alpha**2 * sb2 + 2 * a**2 * sb2**2
 
 
+def cross_test_correction(alpha, eps, s_diag, C_q_diag):
+    """Test-loss term of the spike-bulk cross covariance: a^2 (4 s C_q + 2 C_q^2) at (t, t).
+
+    A fresh input sees x^T A A^T x = C_z + u^2 s + 2 u phi chi + (chi^2 - C_q) with
+    chi ~ N(0, C_q) independent of u and of b.x, phi^2 = s; the extra part has mean zero
+    and variance 4 s C_q + 2 C_q^2 and is uncorrelated with the rest of the residual."""
+    a = alpha * eps / 2.0
+    Cq = np.asarray(C_q_diag)
+    return a**2 * (4.0 * np.asarray(s_diag) * Cq + 2.0 * Cq**2)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _cross_weights_row(t, h, inv_dim, u2, Gam, C_z, R_q, R_par, Delta, p_spk, c_spk, phi_hat, Wq):
+    """Per-site weights W(t) of the cross direction q(t) = E_a[z_perp(t) Z^a] = kappa lambda sum_mu x_mu W_mu(t).
+
+    Two legs, both sums over the data of the site's own quantities (so C_q = kappa^2 lambda E[W W']):
+    the bulk driven by the spike, sum_s h R_q(t,s) Delta(s) sigma(s) with sigma = u p + c the site's
+    spike-mode field; and the spike's noise, a projection of the bulk fields, which is correlated
+    with the bulk coordinate through the site's field covariance (Gamma C_z)(s, t):
+    sum_s h R_par(t,s) u Delta(s) (Gamma C_z)(s,t) / (D phi(t)).  Needs rows < t only."""
+    B = u2.shape[0]
+    ph = phi_hat[t]
+    for b in prange(B):
+        G = Gam[b]
+        u1 = math.sqrt(u2[b])
+        x = 0.0
+        y = 0.0
+        for s in range(t):
+            d = Delta[b, s]
+            x += h * R_q[t, s] * d * (u1 * p_spk[b, s] + c_spk[b, s])
+            if ph > 0.0:
+                gc = 0.0
+                for k in range(s + 1):
+                    gc += G[s, k] * C_z[k, t]
+                y += h * R_par[t, s] * u1 * d * gc
+        if ph > 0.0:
+            y *= inv_dim / ph
+        Wq[b, t] = x + y
+
+
 # ----------------------------------------------------------------------------- data side
 @njit(parallel=True, cache=True, fastmath=True)
 def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss, chol,
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
-                   out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp):
+                   out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
+                   cross, phi_hat, C_q, chol_q, gauss_q, chi, p_spk, c_spk, out_Rq, out_pull,
+                   R_par, Gamc, out_Rpar, dDv, dEv):
     """Advance every data-side site from t-1 to t (in parallel over sites).
 
     Per site: m(t), the row t of the neuron resolvent Gamma, the covariances V(t, t2) and
     V_perp(t, t2) for t2 <= t, Delta(t), ell_b(t), and row t of the tangent system
     d(Delta, ell_b)/d xi_b.  Writes per-site rows whose weighted means are the averages
     Rhat_z, N_z, N_par, N_b, Rhat_b at row t (Rhat_par = u^2-weighted Rhat_z rows).
+
+    cross=True adds the finite-size terms (docs/finite-size.md), with phi = sqrt(s(t,t)):
+    * the cavity field of the spike-bulk cross direction, chi(t) = sum_j chol_q(t,j) gauss_q_j
+      ~ GP(0, C_q), enters the neurons' cavity covariance as u (phi chi^T + chi phi^T) + chi chi^T - C_q,
+      i.e. V += u (p c^T + c p^T) + c c^T - Gamma C_q Gamma^T with p = Gamma phi, c = Gamma chi
+      (stored per site in p_spk, c_spk; sigma = u p + c is the site's spike-mode field);
+    * the teacher coordinate's own memory, K += h lambda kappa (u^2/D) R_par Delta, in the resolvent
+      Gamma of V and of the tangent; the spike's own kernels (Rhat_par rows in out_Rpar, V_perp)
+      use the resolvent without it (Gamc, the cavity of the spike coordinate);
+    * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
+      2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
+      that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
+      Gamma: the tangent dDv/dEv, the xi_b tangent injected at v instead of m);
+    * out_pull[b] = u Delta(t) c(t): the cross direction's coherent pull on the spike.
     """
     B = u2.shape[0]
     gamma = 2.0 / alpha
@@ -179,9 +245,21 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         G[t, t] = 1.0
         for tp in range(t):
             kt = hl * kappa * R_z[t, tp] * Delta[b, tp]
+            if cross:
+                kt += hl * kappa * u2[b] * inv_dim * R_par[t, tp] * Delta[b, tp]
             if kt != 0.0:
                 for k in range(tp + 1):
                     G[t, k] += kt * G[tp, k]
+        if cross:
+            Gc = Gamc[b]
+            for k in range(t):
+                Gc[t, k] = 0.0
+            Gc[t, t] = 1.0
+            for tp in range(t):
+                kt = hl * kappa * R_z[t, tp] * Delta[b, tp]
+                if kt != 0.0:
+                    for k in range(tp + 1):
+                        Gc[t, k] += kt * Gc[tp, k]
         # Y(t,:) = Gamma(t,:) C, separately for the bulk (C_z) and spike (s) covariances
         yz = np.zeros(t + 1)
         ys = np.zeros(t + 1)
@@ -204,6 +282,43 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 asp += g * ys[t1]
             vz[t2] = az
             vv[t2] = az + uu * asp
+        if cross:
+            # V_perp of the spike's noise with the spike-cavity resolvent
+            yc = np.zeros(t + 1)
+            for k in range(t + 1):
+                gk = Gc[t, k]
+                if gk != 0.0:
+                    for j in range(t + 1):
+                        yc[j] += gk * C_z[k, j]
+            for t2 in range(t + 1):
+                az = 0.0
+                for t1 in range(t2 + 1):
+                    az += Gc[t2, t1] * yc[t1]
+                vz[t2] = az
+            # cavity field of the cross direction, then p = Gamma phi, c = Gamma chi at row t
+            xc = 0.0
+            for j in range(t + 1):
+                xc += chol_q[t, j] * gauss_q[b, j]
+            chi[b, t] = xc
+            pt = 0.0
+            ct = 0.0
+            for k in range(t + 1):
+                pt += G[t, k] * phi_hat[k]
+                ct += G[t, k] * chi[b, k]
+            p_spk[b, t] = pt
+            c_spk[b, t] = ct
+            yq = np.zeros(t + 1)
+            for k in range(t + 1):
+                gk = G[t, k]
+                if gk != 0.0:
+                    for j in range(t + 1):
+                        yq[j] += gk * C_q[k, j]
+            u1 = math.sqrt(uu)
+            for t2 in range(t + 1):
+                aq = 0.0
+                for t1 in range(t2 + 1):
+                    aq += G[t2, t1] * yq[t1]
+                vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - aq
         dl = (0.5 * uu + noise * label_noise[b] - alpha * (mm + 0.5 * eps * mm * mm)
               - a * (vv[t] - 1.0 - uu * inv_dim))
         Delta[b, t] = dl
@@ -219,6 +334,13 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             out_Nb[b, k] = lam * lb * ell[b, k]
             out_V[b, k] = vv[k]
             out_Vperp[b, k] = vz[k]
+        if cross:
+            sg = math.sqrt(uu) * p_spk[b, t] + c_spk[b, t]
+            rq = kappa * dl
+            for k in range(t + 1):
+                out_Rq[b, k] = rq * G[t, k]
+                out_Rpar[b, k] = kappa * dl * Gc[t, k]
+            out_pull[b] = math.sqrt(uu) * dl * c_spk[b, t]
         # tangent row t:  Dm = e_t + h lam sum_{tp<t} R_b(t,tp) DL(tp,:)
         dm = np.zeros(t + 1)
         dm[t] = 1.0
@@ -238,6 +360,10 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             if g1 != 0.0:
                 for t2 in range(t1):
                     gr[t2] += g1 * R_z[t1, t2]
+                if cross:
+                    g1 *= uu * inv_dim
+                    for t2 in range(t1):
+                        gr[t2] += g1 * R_par[t1, t2]
         for t2 in range(t):
             lt = 2.0 * hl * kappa * gr[t2] * vv[t2]
             if lt != 0.0:
@@ -249,6 +375,39 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             v = f2 * DD[t, k] + f3 * dm[k]
             DL[t, k] = v
             out_Rb[b, k] = v
+        if cross:
+            # response of (Delta, ell_b) to a unit source added to v(k): the same loop as the xi_b
+            # tangent (memorisation through m, and v through Gamma), injected at v instead of m
+            XV = dDv[b]
+            XL = dEv[b]
+            dmv = np.zeros(t + 1)
+            for tp in range(t):
+                c2 = hl * R_b[t, tp]
+                if c2 != 0.0:
+                    for k in range(tp + 1):
+                        dmv[k] += c2 * XL[tp, k]
+            for k in range(t + 1):
+                XV[t, k] = f1 * dmv[k]
+            XV[t, t] -= a
+            for t2 in range(t):
+                lt = 2.0 * hl * kappa * gr[t2] * vv[t2]
+                if lt != 0.0:
+                    for k in range(t2 + 1):
+                        XV[t, k] -= a * lt * XV[t2, k]
+            for k in range(t + 1):
+                XL[t, k] = f2 * XV[t, k] + f3 * dmv[k]
+            # Rhat_q(t, s) += kappa sigma(t) sum_{t'} XV(t, t') 2 sigma(t') Gamma(t', s): the shared
+            # cross field moves v, hence Delta, of every neuron at once
+            u1 = math.sqrt(uu)
+            sg = u1 * p_spk[b, t] + c_spk[b, t]
+            wv = np.empty(t + 1)
+            for t1 in range(t + 1):
+                wv[t1] = XV[t, t1] * 2.0 * (u1 * p_spk[b, t1] + c_spk[b, t1])
+            for t1 in range(t + 1):
+                w1 = wv[t1]
+                if w1 != 0.0:
+                    for k in range(t1 + 1):
+                        out_Rq[b, k] += kappa * sg * w1 * G[t1, k]
 
 
 # ------------------------------------------------------------------------------ problem
@@ -294,6 +453,7 @@ class TwoLayerProblem:
                 f"0 < dt < 1/(1 + sqrt(1/ratio))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
                 f"ratio = {model.ratio:g}; gradient descent with eta = dt*D diverges beyond it)")
         self.tau = np.arange(self.T1) * options.dt
+        self.kernel_names = KERNEL_NAMES + (CROSS_KERNEL_NAMES if options.finite_size else ())
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
         self.last_pass = None
@@ -317,6 +477,13 @@ class TwoLayerProblem:
         weights = np.zeros((o.nodes, per))
         weights[:, :S] = (wq / S)[:, None]
         self.gauss = np.ascontiguousarray(gauss.reshape(-1, T1))
+        if o.finite_size:  # drawn after the D -> inf samples, which stay the same
+            gq = rng.standard_normal((o.nodes, half, T1))
+            gauss_q = np.zeros((o.nodes, per, T1))
+            gauss_q[:, :half], gauss_q[:, half:S] = gq, -gq
+            self.gauss_q = np.ascontiguousarray(gauss_q.reshape(-1, T1))
+        else:
+            self.gauss_q = np.zeros((1, 1))
         self.label_noise = label.reshape(-1)
         self.weights = weights.reshape(-1)
         self.u = np.repeat(u, per)
@@ -341,8 +508,11 @@ class TwoLayerProblem:
         """Frozen network: R = 1 below the diagonal, C_z = 1, C_par = 1 (s = 1/D), C_b = 0."""
         T1 = self.T1
         R = np.tril(np.ones((T1, T1)), -1)
-        return {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
-                "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
+        K = {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
+             "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
+        if self.options.finite_size:
+            K.update({"R_q": R.copy(), "C_q": np.zeros((T1, T1))})
+        return K
 
     def _run(self, K, sweep, progress=None):
         """One pass over t = 0..T.  sweep=True fills row t of K (weight side) before the data
@@ -356,6 +526,26 @@ class TwoLayerProblem:
               "avg": {k: np.zeros((T1, T1)) for k in ("Rhat_z", "Rhat_par", "N_z", "N_par", "N_b", "Rhat_b")}}
         rows = [np.zeros((B, T1)) for _ in range(7)]
         out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp = rows
+        cross = o.finite_size
+        if cross:
+            st.update({"chi": np.zeros((B, T1)), "p_spk": np.zeros((B, T1)), "c_spk": np.zeros((B, T1)),
+                       "chol_q": np.zeros((T1, T1)), "R_q": np.zeros((T1, T1)), "Phi_q": np.zeros(T1),
+                       "Wq": np.zeros((B, T1)), "zero": np.zeros((T1, T1))})
+            st["avg"]["Rhat_q"] = np.zeros((T1, T1))
+            st["avg"]["C_q"] = np.zeros((T1, T1))
+            out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
+            st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
+            st["dDv"], st["dEv"] = np.zeros((B, T1, T1)), np.zeros((B, T1, T1))
+            # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
+            phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
+            C_q = K["C_q"]
+        else:
+            st.update({k: np.zeros((1, 1)) for k in ("chi", "p_spk", "c_spk", "chol_q")})
+            out_Rq, out_pull = np.zeros((1, 1)), np.zeros(1)
+            st["Gamc"], out_Rpar = np.zeros((1, 1, 1)), np.zeros((1, 1))
+            st["dDv"], st["dEv"] = np.zeros((1, 1, 1)), np.zeros((1, 1, 1))
+            phi_hat = np.zeros(1)
+            C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
         st["train_cv"] = np.zeros(T1)
         avg = st["avg"]
@@ -366,19 +556,43 @@ class TwoLayerProblem:
                 self._weight_side_row(t, avg, K, st["phi"])
                 S[t, : t + 1] = K["C_par"][t, : t + 1] / o.dim
                 S[: t + 1, t] = S[t, : t + 1]
+                if cross:
+                    phi_hat[t] = math.sqrt(max(K["C_par"][t, t], 0.0) / o.dim)
+                    # only the response R_q is used: the covariance of q comes from the sites (C_q below)
+                    propagate_row(t, avg["Rhat_q"], st["zero"], o.dt, 0.0, st["Phi_q"], K["R_q"], st["zero"])
+            if cross:
+                # the cross direction's weights at row t need the sites' rows < t only
+                _cross_weights_row(t, o.dt, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_q"], K["R_par"],
+                                   st["Delta"], st["p_spk"], st["c_spk"], phi_hat, st["Wq"])
+                Wq = st["Wq"]
+                row = mdl.kappa ** 2 * mdl.lam * ((w * Wq[:, t]) @ Wq[:, : t + 1])
+                avg["C_q"][t, : t + 1] = row
+                avg["C_q"][: t + 1, t] = row
+                if sweep:
+                    C_q[t, : t + 1] = row
+                    C_q[: t + 1, t] = row
             n = t + 1
+            if cross:
+                cholesky_extend(st["chol_q"][:n, :n], C_q[:n, :n], t,
+                                o.cholesky_cut * max(float(np.max(np.diag(C_q)[:n])), 0.0))
             # causal Cholesky row t of C_b; a residual variance below cholesky_cut * max variance is cut
             cholesky_extend(st["chol"][:n, :n], K["C_b"][:n, :n], t,
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
             _data_side_row(t, o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise, self.u2,
                            self.label_noise, self.gauss, st["chol"], K["R_z"], K["C_z"], S, K["R_b"], st["Gam"], st["dDelta"],
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
-                           out_V, out_Vperp)
+                           out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
+                           st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
+                           st["dDv"], st["dEv"])
             n = t + 1
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
-                avg["Rhat_par"][t, :n] = wu @ out_Rz[:, :n]
+                avg["Rhat_par"][t, :n] = wu @ (out_Rpar if cross else out_Rz)[:, :n]
                 avg["Rhat_b"][t, :n] = w @ out_Rb[:, :n]
+                if cross:
+                    avg["Rhat_q"][t, :n] = w @ out_Rq[:, :n]
+                    if phi_hat[t] > 0.0:  # the coherent pull acts as an extra growth rate of z_par = sqrt(D) phi Z
+                        avg["Rhat_par"][t, t] += mdl.kappa * float(w @ out_pull) / phi_hat[t]
                 corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
                 for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
                     row = w @ r[:, :n]
@@ -456,10 +670,10 @@ class TwoLayerProblem:
         """Causal one-pass solution.  Returns (kernels, message); on divergence the message
         says where, kernel rows after the last good step are NaN, and the rows before are kept."""
         T1 = self.T1
-        K = {k: np.zeros((T1, T1)) for k in KERNEL_NAMES}
+        K = {k: np.zeros((T1, T1)) for k in self.kernel_names}
         st, last, message = self._run(K, sweep=True, progress=progress)
         if message is not None:
-            for k in KERNEL_NAMES:
+            for k in self.kernel_names:
                 K[k][last + 1:, :] = np.nan
                 K[k][:, last + 1:] = np.nan
         self.last_pass = st
@@ -469,16 +683,19 @@ class TwoLayerProblem:
     def update(self, kernels: dict) -> dict:
         """The fixed-point map F: the data side on the given kernels, then the exact weight side."""
         T1, h = self.T1, self.options.dt
-        K = {k: np.ascontiguousarray(kernels[k]) for k in KERNEL_NAMES}
+        K = {k: np.ascontiguousarray(kernels[k]) for k in self.kernel_names}
         st, last, message = self._run(K, sweep=False)
         self.last_pass = st
         if message is not None:
-            return {k: np.full((T1, T1), np.nan) for k in KERNEL_NAMES}
-        new = {k: np.zeros((T1, T1)) for k in KERNEL_NAMES}
+            return {k: np.full_like(K[k], np.nan) for k in self.kernel_names}
+        new = {k: np.zeros_like(K[k]) for k in self.kernel_names}
         avg = st["avg"]
         propagate_all(avg["Rhat_z"], avg["N_z"], h, 1.0, np.zeros(T1), new["R_z"], new["C_z"])
         propagate_all(avg["Rhat_par"], avg["N_par"], h, 1.0, np.zeros(T1), new["R_par"], new["C_par"])
         propagate_all(avg["Rhat_b"], avg["N_b"], h, 0.0, np.zeros(T1), new["R_b"], new["C_b"])
+        if self.options.finite_size:
+            new["C_q"][:] = avg["C_q"]
+            propagate_all(avg["Rhat_q"], np.zeros((T1, T1)), h, 0.0, np.zeros(T1), new["R_q"], np.zeros((T1, T1)))
         return new
 
     # readouts ------------------------------------------------------------------------
@@ -501,8 +718,13 @@ class TwoLayerProblem:
                 per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
             train_err = per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
             test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
-        return {"tau": self.tau.copy(), "train_loss": train, "test_loss": test,
-                "train_loss_batch_err": train_err, "spike": s, "bulk": Cz, "mean_norm": Cb}
+        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test,
+               "train_loss_batch_err": train_err, "spike": s, "bulk": Cz, "mean_norm": Cb}
+        if o.finite_size:
+            Cq = np.diag(K["C_q"]).copy()
+            out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
+            out["spike_bulk_cross"] = s * Cq
+        return out
 
     def observables(self, kernels) -> dict:
         if self.last_pass is None:
@@ -513,7 +735,7 @@ class TwoLayerProblem:
 # --------------------------------------------------------------------------------- solve
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
           seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
-          replicas=2, out=None, resume=False, progress=False, confirm=True):
+          replicas=2, out=None, resume=False, progress=False, confirm=True, finite_size=False, datasets=0):
     """Solve the DMFT of the two-layer network.  Returns a :class:`solvers.result.SolverResult`.
 
     Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
@@ -534,12 +756,24 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
     i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).
     ``train_loss_batch_err`` is the cheaper within-run error of the train loss at fixed kernels.
+
+    finite_size=True adds the finite-D terms of ``docs/finite-size.md`` (spike-bulk cross
+    covariance, the teacher coordinate's own memory); the observables then include
+    ``spike_bulk_cross`` = |P_perp A A^T bhat|^2 / D^2.  Off: the D -> inf DMFT, unchanged.
+    datasets=R > 0 also solves R "data-set replicas": the same sites reweighted by
+    Multinomial(P, w)/P with P = round(ratio * dim) (a training set of P points drawn from the
+    sites' population; control variate off so that the whole finite-P fluctuation is kept).
+    Their spread is the data-set-to-data-set spread of networks trained at this D: observables
+    ``<name>_dataset_mean``, ``_dataset_sd``, ``_dataset_q16``, ``_dataset_q84`` for train_loss,
+    test_loss and spike, and the per-replica crossing times ``t_train_datasets``,
+    ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
     """
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
     check_choice("method", method, ("sweep", "iterate"))
     replicas = check_int("replicas", replicas, 1, 100)
     opts = TwoLayerDMFT(dim=dim, dt=dt, t_max=t_max, nodes=nodes, samples=64 if samples is None else samples,
-                        u_max=u_max, seed=seed)
+                        u_max=u_max, seed=seed, finite_size=finite_size)
+    datasets = check_int("datasets", datasets, 0, 1000)
     problem = TwoLayerProblem(model, opts)
     from solvers.checkpoint import make_result
     from solvers.fixed_point import FixedPointOptions, SolverState, _residual, iterate
@@ -551,6 +785,8 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
         result.observables.update(_extra(problem))
         _replica_errors(result, model, opts, replicas)
+        if datasets and result.success:
+            result.observables.update(dataset_ensemble(model, opts, datasets))
         if out is not None and replicas > 1:
             result.save(out)
         return result
@@ -591,6 +827,8 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     result.observables.update(_extra(problem))
     if message is None:
         _replica_errors(result, model, opts, replicas)
+        if datasets:
+            result.observables.update(dataset_ensemble(model, opts, datasets))
     if out is not None:
         result.save(out)
     return result
@@ -608,19 +846,60 @@ _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
 
 def _replica_errors(result, model, opts, replicas):
     """Monte-Carlo standard error of each curve: sd over independent sampling seeds."""
+    names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
     if replicas < 2:
-        for name in _ERROR_CURVES:
+        for name in names:
             result.observables[name + "_mc_err"] = np.full_like(result.observables[name], np.nan)
         return
-    curves = {name: [result.observables[name]] for name in _ERROR_CURVES}
+    curves = {name: [result.observables[name]] for name in names}
     for k in range(1, replicas):
         rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
         K, message = rep.sweep()
         obs = rep.observables_from(K, rep.last_pass["Delta"])
-        for name in _ERROR_CURVES:
+        for name in names:
             curves[name].append(obs[name])
-    for name in _ERROR_CURVES:
+    for name in names:
         result.observables[name + "_mc_err"] = np.std(curves[name], axis=0, ddof=1)
+
+
+_DATASET_CURVES = ("train_loss", "test_loss", "spike")
+
+
+def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None) -> dict:
+    """Spread over training sets of P = round(ratio * dim) points (see :func:`solve`, ``datasets``).
+
+    Each replica reweights the sampled sites of one problem (control variate off) by
+    W ~ Multinomial(P, w) / P, the empirical measure of P points drawn from the sites, and runs
+    the causal sweep: the finite-P fluctuations of every data average (the spike's growth rate
+    E_mu[u^2 Delta] above all) are then those of a real training set.  Replicas whose sweep
+    diverges are counted in ``datasets_failed`` and left out."""
+    from .derived import crossing_time
+
+    P = int(round(model.ratio * options.dim))
+    problem = TwoLayerProblem(model, dataclasses.replace(options, control_variate=False))
+    w0 = problem.weights.copy()
+    rng = np.random.default_rng(options.seed + 7919 if seed is None else seed)
+    curves = {name: [] for name in _DATASET_CURVES}
+    t_train, t_test, failed = [], [], 0
+    for _ in range(datasets):
+        problem.weights = rng.multinomial(P, w0 / w0.sum()) / P
+        K, message = problem.sweep()
+        if message is not None:
+            failed += 1
+            continue
+        obs = problem.observables_from(K, problem.last_pass["Delta"])
+        for name in _DATASET_CURVES:
+            curves[name].append(obs[name])
+        t_train.append(crossing_time(obs["tau"], obs["train_loss"]))
+        t_test.append(crossing_time(obs["tau"], obs["test_loss"]))
+    out = {"datasets_failed": np.array(failed), "t_train_datasets": np.array(t_train),
+           "t_test_datasets": np.array(t_test)}
+    for name, c in curves.items():
+        c = np.array(c) if c else np.full((1, problem.T1), np.nan)
+        out[name + "_dataset_mean"] = c.mean(axis=0)
+        out[name + "_dataset_sd"] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(problem.T1, np.nan)
+        out[name + "_dataset_q16"], out[name + "_dataset_q84"] = np.percentile(c, [16, 84], axis=0)
+    return out
 
 
 def _extra(problem):
