@@ -98,10 +98,11 @@ class TwoLayerDMFT:
               max |u| > sqrt(2 log P) ~ 4, and sites far beyond are unstable under Euler
               steps in the rich regime)
     seed      seed of the Monte-Carlo paths (the answer is deterministic given it)
-    finite_size  add the spike-bulk cross covariance (docs/finite-size.md): the learned direction
-              is bhat plus an O(1) random bulk component; the D -> inf equations drop it.  Its
-              effect is O(s^2) and vanishes at fixed tau as D -> inf (s(tau) ~ 1/D), but not at
-              fixed s, so it matters at the D of simulations.  Off: the D -> inf DMFT, unchanged.
+    finite_size  add the finite-D terms of docs/finite-size.md: the spike-bulk cross covariance
+              (the learned direction is bhat plus an O(1) random bulk component, which the D -> inf
+              equations drop) and the teacher coordinate's own memory (u^2/D) R_par.  At fixed tau
+              they vanish as D -> inf (about like 1/D: s(tau) ~ 1/D), but not at fixed s, so they
+              matter at the D of simulations.  Off: the D -> inf DMFT, unchanged (to round-off).
     """
 
     dim: int = 200
@@ -142,7 +143,7 @@ class TwoLayerDMFT:
     def memory_bytes(self) -> int:
         """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
         t1 = self.steps + 1
-        per_site = _STATE_MATRICES + (3 if self.finite_size else 0)
+        per_site = _STATE_MATRICES + (4 if self.finite_size else 0)
         return 8 * t1 * t1 * (per_site * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 20
 
 
@@ -167,14 +168,17 @@ def cross_test_correction(alpha, eps, s_diag, C_q_diag):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _cross_weights_row(t, h, inv_dim, u2, Gam, C_z, R_q, R_par, Delta, p_spk, c_spk, phi_hat, Wq):
+def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par, Delta, p_spk, c_spk, phi_hat,
+                       Vfull, Wq):
     """Per-site weights W(t) of the cross direction q(t) = E_a[z_perp(t) Z^a] = kappa lambda sum_mu x_mu W_mu(t).
 
     Two legs, both sums over the data of the site's own quantities (so C_q = kappa^2 lambda E[W W']):
     the bulk driven by the spike, sum_s h R_q(t,s) Delta(s) sigma(s) with sigma = u p + c the site's
     spike-mode field; and the spike's noise, a projection of the bulk fields, which is correlated
-    with the bulk coordinate through the site's field covariance (Gamma C_z)(s, t):
-    sum_s h R_par(t,s) u Delta(s) (Gamma C_z)(s,t) / (D phi(t)).  Needs rows < t only."""
+    with the bulk coordinate through E[z_i(t) r_mu(s)] / X_mu,i = (Gamma C_z)(s,t) + h lambda kappa
+    sum_s'' R_z(t,s'') Delta(s'') V(s'',s) (the coordinate's covariance with the site's field, and
+    its response to the site's kicks): sum_s h R_par(t,s) u Delta(s) f(t,s) / (D phi(t)).
+    Needs rows < t only."""
     B = u2.shape[0]
     ph = phi_hat[t]
     for b in prange(B):
@@ -182,11 +186,19 @@ def _cross_weights_row(t, h, inv_dim, u2, Gam, C_z, R_q, R_par, Delta, p_spk, c_
         u1 = math.sqrt(u2[b])
         x = 0.0
         y = 0.0
+        VF = Vfull[b]
+        resp = np.zeros(t + 1)
+        if ph > 0.0:
+            for k in range(t):  # row-wise: resp(s) = h lambda kappa sum_k R_z(t,k) Delta(k) V(k,s)
+                rk = h * lam * kappa * R_z[t, k] * Delta[b, k]
+                if rk != 0.0:
+                    for s in range(t):
+                        resp[s] += rk * VF[k, s]
         for s in range(t):
             d = Delta[b, s]
             x += h * R_q[t, s] * d * (u1 * p_spk[b, s] + c_spk[b, s])
             if ph > 0.0:
-                gc = 0.0
+                gc = resp[s]
                 for k in range(s + 1):
                     gc += G[s, k] * C_z[k, t]
                 y += h * R_par[t, s] * u1 * d * gc
@@ -201,7 +213,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
                    cross, phi_hat, C_q, chol_q, gauss_q, chi, p_spk, c_spk, out_Rq, out_pull,
-                   R_par, Gamc, out_Rpar, dDv, dEv):
+                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull):
     """Advance every data-side site from t-1 to t (in parallel over sites).
 
     Per site: m(t), the row t of the neuron resolvent Gamma, the covariances V(t, t2) and
@@ -221,7 +233,8 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
       Gamma: the tangent dDv/dEv, the xi_b tangent injected at v instead of m);
-    * out_pull[b] = u Delta(t) c(t): the cross direction's coherent pull on the spike.
+    * out_pull[b] = E_chi[u Delta(t) c(t)] to linear order in chi (exact Gaussian average over chi):
+      the cross direction's coherent pull on the spike.
     """
     B = u2.shape[0]
     gamma = 2.0 / alpha
@@ -314,10 +327,12 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                     for j in range(t + 1):
                         yq[j] += gk * C_q[k, j]
             u1 = math.sqrt(uu)
+            gqg = np.empty(t + 1)  # (Gamma C_q Gamma^T)(t, t2)
             for t2 in range(t + 1):
                 aq = 0.0
                 for t1 in range(t2 + 1):
                     aq += G[t2, t1] * yq[t1]
+                gqg[t2] = aq
                 vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - aq
         dl = (0.5 * uu + noise * label_noise[b] - alpha * (mm + 0.5 * eps * mm * mm)
               - a * (vv[t] - 1.0 - uu * inv_dim))
@@ -340,7 +355,10 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             for k in range(t + 1):
                 out_Rq[b, k] = rq * G[t, k]
                 out_Rpar[b, k] = kappa * dl * Gc[t, k]
-            out_pull[b] = math.sqrt(uu) * dl * c_spk[b, t]
+            VF = Vfull[b]
+            for k in range(t + 1):
+                VF[t, k] = vv[k]
+                VF[k, t] = vv[k]
         # tangent row t:  Dm = e_t + h lam sum_{tp<t} R_b(t,tp) DL(tp,:)
         dm = np.zeros(t + 1)
         dm[t] = 1.0
@@ -408,6 +426,13 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 if w1 != 0.0:
                     for k in range(t1 + 1):
                         out_Rq[b, k] += kappa * sg * w1 * G[t1, k]
+            # coherent pull on the spike, E_chi[u Delta(t) c(t)] to linear order in the cross field:
+            # 2 u^2 sum_t' XV(t,t') p(t') (Gamma C_q Gamma^T)(t',t), averaged over chi exactly (a sampled
+            # u Delta c keeps the part of Delta odd in the xi_b draw, noise of the order of phi)
+            pull = 0.0
+            for t1 in range(t + 1):
+                pull += XV[t, t1] * p_spk[b, t1] * gqg[t1]
+            out_pull[b] = 2.0 * uu * pull
 
 
 # ------------------------------------------------------------------------------ problem
@@ -444,7 +469,8 @@ class TwoLayerProblem:
         if need > 0.8 * avail:
             raise ParameterError(
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
-                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 (3 samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
+                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({_STATE_MATRICES + (4 if options.finite_size else 0)} "
+                f"samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
         # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)
         # are stable only for h < 1 / (1 + sqrt(lambda))^2; gradient descent with eta = h D diverges beyond.
@@ -535,7 +561,7 @@ class TwoLayerProblem:
             st["avg"]["C_q"] = np.zeros((T1, T1))
             out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
             st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
-            st["dDv"], st["dEv"] = np.zeros((B, T1, T1)), np.zeros((B, T1, T1))
+            st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((B, T1, T1)) for _ in range(3))
             # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
             phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
             C_q = K["C_q"]
@@ -543,7 +569,7 @@ class TwoLayerProblem:
             st.update({k: np.zeros((1, 1)) for k in ("chi", "p_spk", "c_spk", "chol_q")})
             out_Rq, out_pull = np.zeros((1, 1)), np.zeros(1)
             st["Gamc"], out_Rpar = np.zeros((1, 1, 1)), np.zeros((1, 1))
-            st["dDv"], st["dEv"] = np.zeros((1, 1, 1)), np.zeros((1, 1, 1))
+            st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((1, 1, 1)) for _ in range(3))
             phi_hat = np.zeros(1)
             C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
@@ -562,8 +588,9 @@ class TwoLayerProblem:
                     propagate_row(t, avg["Rhat_q"], st["zero"], o.dt, 0.0, st["Phi_q"], K["R_q"], st["zero"])
             if cross:
                 # the cross direction's weights at row t need the sites' rows < t only
-                _cross_weights_row(t, o.dt, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_q"], K["R_par"],
-                                   st["Delta"], st["p_spk"], st["c_spk"], phi_hat, st["Wq"])
+                _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_z"],
+                                   K["R_q"], K["R_par"], st["Delta"], st["p_spk"], st["c_spk"], phi_hat, st["Vfull"],
+                                   st["Wq"])
                 Wq = st["Wq"]
                 row = mdl.kappa ** 2 * mdl.lam * ((w * Wq[:, t]) @ Wq[:, : t + 1])
                 avg["C_q"][t, : t + 1] = row
@@ -583,7 +610,7 @@ class TwoLayerProblem:
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
                            out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
                            st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
-                           st["dDv"], st["dEv"])
+                           st["dDv"], st["dEv"], st["Vfull"])
             n = t + 1
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
@@ -663,7 +690,10 @@ class TwoLayerProblem:
                 f"|u| = {self.u[i]:.3g}, {int(np.sum(size >= _DIVERGED))} of {size.size} sites with |Delta| >= "
                 f"{_DIVERGED:.0e} or non-finite; results are kept up to tau = {(t - 1) * self.options.dt:.4g}): "
                 f"the Euler step "
-                f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)")
+                f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)"
+                + ("; with --finite-size at small D the finite-size terms can grow faster than the D -> inf ones "
+                   "(seen at D <= 50 with alpha eps >= 0.15): also try a larger --dim, or without --finite-size"
+                   if self.options.finite_size else ""))
 
     # the two methods -----------------------------------------------------------------
     def sweep(self, progress=None):

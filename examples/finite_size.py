@@ -1,0 +1,193 @@
+"""Finite-size DMFT against networks at D = 200, 400, 800 in two grokking cases.
+
+For each case (c1: the reference grokking point alpha 1, eps 0.02; g2: alpha 2, eps 0.05; both
+P/D = 5.5, Euler step h = 0.4) and each D, this compares the seed-mean train and test loss of the
+exact infinite-width network (``dmft.simulate``, width = inf, seeds 1000, 1001, ...) with
+
+* the D -> inf DMFT (``finite_size=False``; D enters only through the spike seed 1/D), and
+* the finite-size DMFT (``finite_size=True``, docs/finite-size.md),
+
+both averaged over ``DMFT_SEEDS`` sampling seeds, and tabulates the largest deviation over time,
+also in units of the simulation's standard error.  At D = 200 it also runs ``DATASETS`` training-set
+replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
+spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
+
+    python examples/finite_size.py              # ~40 CPU-minutes on 2 cores (simulations ~25 of them)
+    python examples/finite_size.py --cases c1 --dims 200
+
+Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
+``<case>_D<D>_s<seed>_n<count>.h5`` found there is used, and only missing seeds are simulated.
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dmft.params import TwoLayerModel  # noqa: E402
+from dmft.simulator import SimulationResult, simulate  # noqa: E402
+from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, dataset_ensemble  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {
+    "c1": dict(alpha=1.0, eps=0.02, ratio=5.5, dt=0.4, t_max=120.0),
+    "g2": dict(alpha=2.0, eps=0.05, ratio=5.5, dt=0.4, t_max=100.0),
+}
+SIM_SEEDS = {200: 32, 400: 24, 800: 10}
+FIRST_SEED = 1000
+DMFT_SEEDS = 2
+DATASETS = 16
+CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
+
+
+def simulations(case, dim, cache: Path):
+    """Per-seed curves of SIM_SEEDS[dim] networks (seeds FIRST_SEED, ...), from the cache or simulated."""
+    c = CASES[case]
+    tau = np.arange(0.0, c["t_max"] + 1e-9, 2 * c["dt"])
+    runs = [SimulationResult.load(p) for p in sorted(cache.glob(f"{case}_D{dim}_s*_n*.h5"))]
+    have = sum(r.per_seed["train_loss"].shape[0] for r in runs)
+    need = SIM_SEEDS[dim] - have
+    if need > 0:
+        t0 = time.perf_counter()
+        r = simulate(alpha=c["alpha"], ratio=c["ratio"], eps=c["eps"], dim=dim, dt=c["dt"], t_max=c["t_max"],
+                     seeds=need, seed=FIRST_SEED + have, record_tau=tau)
+        cache.mkdir(parents=True, exist_ok=True)
+        r.save(cache / f"{case}_D{dim}_s{FIRST_SEED + have}_n{need}.h5")
+        print(f"  simulated {need} networks at D={dim} in {time.perf_counter() - t0:.0f} s", flush=True)
+        runs.append(r)
+    per_seed = {k: np.concatenate([r.per_seed[k] for r in runs])[: SIM_SEEDS[dim]] for k in CURVES}
+    return runs[0].tau, per_seed
+
+
+def dmft_curves(case, dim, finite_size):
+    c = CASES[case]
+    model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
+    out, t0 = [], time.perf_counter()
+    for seed in range(DMFT_SEEDS):
+        p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=16, samples=32,
+                                                seed=seed, finite_size=finite_size))
+        K, msg = p.sweep()
+        if msg:
+            raise RuntimeError(f"{case} D={dim}: {msg}")
+        out.append(p.observables_from(K, p.last_pass["Delta"]))
+    seconds = (time.perf_counter() - t0) / DMFT_SEEDS
+    mean = {k: np.mean([o[k] for o in out], axis=0) for k in out[0] if k != "tau"}
+    sd = {k: np.std([o[k] for o in out], axis=0, ddof=1) for k in out[0] if k != "tau"}
+    return out[0]["tau"], mean, sd, seconds
+
+
+def deviation(tau_sim, per_seed, tau_dmft, mean, name):
+    idx = np.rint(tau_sim / (tau_dmft[1] - tau_dmft[0])).astype(int)
+    sim = per_seed[name].mean(axis=0)
+    se = per_seed[name].std(axis=0, ddof=1) / np.sqrt(per_seed[name].shape[0])
+    dev = mean[name][idx] - sim
+    ratio = np.abs(dev) / np.maximum(se, 1e-12)
+    j, k = int(np.argmax(np.abs(dev))), int(np.argmax(ratio))
+    return {"max_dev": float(np.abs(dev[j])), "tau_of_max": float(tau_sim[j]), "sim_se_at_max": float(se[j]),
+            "max_dev_over_se": float(ratio[k]), "tau_of_max_over_se": float(tau_sim[k]),
+            "final_dev": float(dev[-1]), "final_sim_se": float(se[-1]),
+            "within_2se_fraction": float(np.mean(ratio <= 2.0))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="c1,g2")
+    ap.add_argument("--dims", default="200,400,800")
+    ap.add_argument("--sim-cache", default=str(ROOT / "out" / "sims"))
+    args = ap.parse_args()
+    dims = [int(d) for d in args.dims.split(",")]
+    table_path = ROOT / "data" / "finite_size.json"
+    table = json.loads(table_path.read_text()) if table_path.exists() else {}
+    for case in args.cases.split(","):
+        c = CASES[case]
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+        table.setdefault(case, {"parameters": c})
+        for k, dim in enumerate(dims):
+            print(f"{case} D={dim}", flush=True)
+            tau_s, per_seed = simulations(case, dim, Path(args.sim_cache))
+            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": DMFT_SEEDS}
+            color = f"C{k}"
+            sim_mean = {n: per_seed[n].mean(axis=0) for n in CURVES}
+            sim_se = {n: per_seed[n].std(axis=0, ddof=1) / np.sqrt(per_seed[n].shape[0]) for n in CURVES}
+            for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
+                ax.fill_between(tau_s, sim_mean[name] - 2 * sim_se[name], sim_mean[name] + 2 * sim_se[name],
+                                color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean +- 2 SE)")
+            for finite in (False, True):
+                tau_d, mean, sd, seconds = dmft_curves(case, dim, finite)
+                key = "finite_size" if finite else "d_inf"
+                entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name)
+                              for name in ("train_loss", "test_loss")}
+                entry[key]["seconds_per_run"] = seconds
+                entry[key]["max_dmft_sd"] = {n: float(np.max(sd[n])) for n in ("train_loss", "test_loss")}
+                style = "-" if finite else ":"
+                for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
+                    if name in mean:
+                        ax.plot(tau_d, mean[name], style, color=color, lw=1.3,
+                                label=f"DMFT {'finite-size' if finite else 'D->inf'} D={dim}")
+                print(f"  {key}: test max dev {entry[key]['test_loss']['max_dev']:.4f} "
+                      f"({entry[key]['test_loss']['max_dev_over_se']:.1f} SE max), train max dev "
+                      f"{entry[key]['train_loss']['max_dev']:.4f} ({seconds:.1f} s/run)", flush=True)
+            if dim == dims[0]:
+                t0 = time.perf_counter()
+                ens = dataset_ensemble(TwoLayerModel(c["alpha"], c["ratio"], c["eps"]),
+                                       TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=16, samples=32,
+                                                    finite_size=True), DATASETS)
+                tau_d = np.arange(len(ens["test_loss_dataset_sd"])) * c["dt"]
+                idx = np.rint(tau_s / c["dt"]).astype(int)
+                log_s = np.log(per_seed["spike"])
+                entry["datasets"] = {
+                    "replicas": DATASETS, "failed": int(ens["datasets_failed"]),
+                    "seconds": time.perf_counter() - t0,
+                    "max_sd_test_dmft": float(np.max(ens["test_loss_dataset_sd"])),
+                    "max_sd_test_sim": float(np.max(per_seed["test_loss"].std(axis=0, ddof=1))),
+                    "sd_test_at": {f"{t:g}": [float(ens["test_loss_dataset_sd"][int(round(t / c["dt"]))]),
+                                              float(per_seed["test_loss"][:, int(np.argmin(abs(tau_s - t)))].std(ddof=1))]
+                                   for t in (20, 40, 60, 80, 100)},
+                    "sim_sd_log_spike_at": {f"{t:g}": float(log_s[:, int(np.argmin(abs(tau_s - t)))].std(ddof=1))
+                                            for t in (20, 40, 60, 80, 100)},
+                    "t_test_dmft": [float(x) for x in ens["t_test_datasets"]],
+                }
+                ax = axes[1, 0]
+                for j in range(per_seed["test_loss"].shape[0]):
+                    ax.plot(tau_s, per_seed["test_loss"][j], color="0.7", lw=0.5)
+                ax.fill_between(tau_d, ens["test_loss_dataset_q16"], ens["test_loss_dataset_q84"], color="C3",
+                                alpha=0.35, lw=0, label=f"DMFT {DATASETS} training sets, 16-84%")
+                q16, q84 = np.percentile(per_seed["test_loss"], [16, 84], axis=0)
+                ax.plot(tau_s, q16, "k--", lw=1, label="networks 16-84%")
+                ax.plot(tau_s, q84, "k--", lw=1)
+                ax.set(xlabel="tau", ylabel="test loss", title=f"spread over training sets, D={dim}")
+                ax.legend(fontsize=7)
+                ax = axes[1, 1]
+                ax.plot(tau_d, ens["test_loss_dataset_sd"], "C3", label="DMFT training sets")
+                ax.plot(tau_s, per_seed["test_loss"].std(axis=0, ddof=1), "k--", label="networks (seed sd)")
+                ax.set(xlabel="tau", ylabel="sd of test loss", title=f"D={dim}")
+                ax.legend(fontsize=7)
+            idx = np.rint(tau_s / c["dt"]).astype(int)
+            axes[1, 2].plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), color=color, lw=1.3,
+                            label=f"networks D={dim} (mean log s)")
+            table[case][str(dim)] = entry
+        for ax, name in zip(axes[0], ("train loss", "test loss", "spike-bulk cross |P A A^T bhat|^2/D^2")):
+            ax.set(xlabel="tau", ylabel=name)
+        axes[0, 2].set_yscale("log")
+        axes[0, 0].legend(fontsize=6)
+        axes[1, 2].set(xlabel="tau", ylabel="log spike s")
+        axes[1, 2].legend(fontsize=7)
+        fig.suptitle(f"{case}: alpha={c['alpha']}, eps={c['eps']}, P/D={c['ratio']}, h={c['dt']}")
+        fig.tight_layout()
+        out = ROOT / "examples" / "figures" / f"finite_size_{case}.png"
+        fig.savefig(out, dpi=110)
+        print(f"wrote {out}")
+        table_path.write_text(json.dumps(table, indent=1))
+    print(f"wrote {table_path}")
+
+
+if __name__ == "__main__":
+    main()
