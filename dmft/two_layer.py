@@ -795,7 +795,7 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     sites' population; control variate off so that the whole finite-P fluctuation is kept).
     Their spread is the data-set-to-data-set spread of networks trained at this D: observables
     ``<name>_dataset_mean``, ``_dataset_sd``, ``_dataset_q16``, ``_dataset_q84`` for train_loss,
-    test_loss and spike, and the per-replica crossing times ``t_train_datasets``,
+    test_loss, spike and log_spike, and the per-replica crossing times ``t_train_datasets``,
     ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
     """
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
@@ -924,6 +924,7 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
         t_test.append(crossing_time(obs["tau"], obs["test_loss"]))
     out = {"datasets_failed": np.array(failed), "t_train_datasets": np.array(t_train),
            "t_test_datasets": np.array(t_test)}
+    curves["log_spike"] = [np.log(c) for c in curves["spike"]]  # the spread of grokking is ~lognormal in s
     for name, c in curves.items():
         c = np.array(c) if c else np.full((1, problem.T1), np.nan)
         out[name + "_dataset_mean"] = c.mean(axis=0)

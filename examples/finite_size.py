@@ -132,6 +132,12 @@ def main():
                     if name in mean:
                         ax.plot(tau_d, mean[name], style, color=color, lw=1.3,
                                 label=f"DMFT {'finite-size' if finite else 'D->inf'} D={dim}")
+                axes[1, 2].plot(tau_d, np.log(mean["spike"]), style, color=color, lw=1.0,
+                                label=f"DMFT {'finite-size' if finite else 'D->inf'} D={dim}")
+                entry[key]["log_spike_dev_at"] = {
+                    f"{t:g}": float(np.log(mean["spike"][int(round(t / c["dt"]))])
+                                    - np.log(per_seed["spike"][:, int(np.argmin(abs(tau_s - t)))]).mean())
+                    for t in (20, 40, 60, 80, 100)}
                 print(f"  {key}: test max dev {entry[key]['test_loss']['max_dev']:.4f} "
                       f"({entry[key]['test_loss']['max_dev_over_se']:.1f} SE max), train max dev "
                       f"{entry[key]['train_loss']['max_dev']:.4f} ({seconds:.1f} s/run)", flush=True)
@@ -153,6 +159,8 @@ def main():
                                    for t in (20, 40, 60, 80, 100)},
                     "sim_sd_log_spike_at": {f"{t:g}": float(log_s[:, int(np.argmin(abs(tau_s - t)))].std(ddof=1))
                                             for t in (20, 40, 60, 80, 100)},
+                    "dmft_sd_log_spike_at": {f"{t:g}": float(ens["log_spike_dataset_sd"][int(round(t / c["dt"]))])
+                                             for t in (20, 40, 60, 80, 100)},
                     "t_test_dmft": [float(x) for x in ens["t_test_datasets"]],
                 }
                 ax = axes[1, 0]
@@ -171,12 +179,13 @@ def main():
                 ax.set(xlabel="tau", ylabel="sd of test loss", title=f"D={dim}")
                 ax.legend(fontsize=7)
             idx = np.rint(tau_s / c["dt"]).astype(int)
-            axes[1, 2].plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), color=color, lw=1.3,
+            axes[1, 2].plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), "o", color=color, ms=2,
                             label=f"networks D={dim} (mean log s)")
             table[case][str(dim)] = entry
         for ax, name in zip(axes[0], ("train loss", "test loss", "spike-bulk cross |P A A^T bhat|^2/D^2")):
             ax.set(xlabel="tau", ylabel=name)
         axes[0, 2].set_yscale("log")
+        axes[0, 2].set_ylim(1e-4, None)
         axes[0, 0].legend(fontsize=6)
         axes[1, 2].set(xlabel="tau", ylabel="log spike s")
         axes[1, 2].legend(fontsize=7)
