@@ -40,6 +40,12 @@ Readouts: train loss E[Delta(t)^2]; test loss (fresh x, exact for the quadratic 
 with c1 = 1/2 - a (s - 1/D), c0 = -a (C_z - 1), sigma_b^2 = C_b (all at (t, t)):
     L_test = (c1 + c0 - a sigma_b^2)^2 + 2 c1^2 + alpha^2 sigma_b^2 + 2 a^2 sigma_b^4.
 
+finite_size=True (docs/finite-size.md) adds the finite-D terms: the spike-bulk cross direction q
+(kernels R_q, C_q; the learned direction is bhat plus an O(1) bulk part), its cavity field chi in V,
+its coherent pull on the spike and its test-loss term a^2 (4 s C_q + 2 C_q^2), and the teacher
+coordinate's own memory (u^2/D) R_par in the data-side resolvent.  :func:`dataset_ensemble` gives
+the spread over training sets of P = ratio D points.
+
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
 averages up to t only: one pass, no iteration) and the damped / accelerated fixed-point
 iteration of :mod:`solvers.fixed_point` on the same samples, which must reach the same kernels.
@@ -73,7 +79,7 @@ __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "popu
            "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
-# the covariance of the spike-bulk cross direction
+# response and covariance of the spike-bulk cross direction (finite_size=True only)
 CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
 # A residual this large means the site (and the map) has left any meaningful range: stop there.
