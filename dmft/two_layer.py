@@ -562,7 +562,8 @@ class TwoLayerProblem:
         if cross:
             st.update({"chi": np.zeros((B, T1)), "p_spk": np.zeros((B, T1)), "c_spk": np.zeros((B, T1)),
                        "chol_q": np.zeros((T1, T1)), "R_q": np.zeros((T1, T1)), "Phi_q": np.zeros(T1),
-                       "Wq": np.zeros((B, T1)), "zero": np.zeros((T1, T1))})
+                       "Wq": np.zeros((B, T1)), "zero": np.zeros((T1, T1)),
+                       "C_scratch": np.zeros((T1, T1))})
             st["avg"]["Rhat_q"] = np.zeros((T1, T1))
             st["avg"]["C_q"] = np.zeros((T1, T1))
             out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
@@ -591,7 +592,7 @@ class TwoLayerProblem:
                 if cross:
                     phi_hat[t] = math.sqrt(max(K["C_par"][t, t], 0.0) / o.dim)
                     # only the response R_q is used: the covariance of q comes from the sites (C_q below)
-                    propagate_row(t, avg["Rhat_q"], st["zero"], o.dt, 0.0, st["Phi_q"], K["R_q"], st["zero"])
+                    propagate_row(t, avg["Rhat_q"], st["zero"], o.dt, 0.0, st["Phi_q"], K["R_q"], st["C_scratch"])
             if cross:
                 # the cross direction's weights at row t need the sites' rows < t only
                 _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_z"],
