@@ -148,7 +148,7 @@ def _curve_table(obs, rows=10):
     import numpy as np
 
     tau = np.asarray(obs["tau"])
-    names = [n for n in ("train_loss", "test_loss", "spike", "bulk", "mean_norm") if n in obs]
+    names = [n for n in ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "spike_bulk_cross") if n in obs]
     idx = np.unique(np.concatenate([[0], np.searchsorted(tau, np.geomspace(max(tau[1], 1e-12), tau[-1], rows - 1))]))
     idx = idx[idx < len(tau)]
     head = f"  {'tau':>9}" + "".join(f"{n:>12}" for n in names)
