@@ -212,6 +212,8 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
     force : plot even if the files' alpha, ratio, eps, noise or dt differ (the differing
         parameters are then written in each curve's label).
     fraction_marks : mark where each loss first falls below half its initial value.
+    A DMFT result solved with ``datasets=R`` also gets its training-set band (16-84%), and the
+    simulations then get their seed-to-seed spread (mean +- sd) beside it.
     Returns the :class:`matplotlib.figure.Figure` (axes: ``fig.axes[0]`` losses, ``fig.axes[1]``
     order parameters).  Raises :class:`ParameterMismatchError` for incompatible files.
     """
@@ -256,6 +258,12 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                 band.set_gid(f"band:{i}:{name}")
             if fraction_marks:
                 _mark_crossing(ax_loss, rec.tau, y, color)
+            lo, hi = rec.observables.get(name + "_dataset_q16"), rec.observables.get(name + "_dataset_q84")
+            if lo is not None and hi is not None:  # spread over training sets (solve ... --datasets R)
+                band = ax_loss.fill_between(rec.tau[pos], np.asarray(lo)[pos], np.asarray(hi)[pos], color=color,
+                                            alpha=0.12, lw=0, hatch="//",
+                                            label=f"{label}: {words[name]}, training sets 16-84%")
+                band.set_gid(f"datasets:{i}:{name}")
         if "spike" in rec.observables:
             color = _shade("Greens", i, len(dmft), "C2")
             y = rec.observables["spike"]
@@ -267,6 +275,7 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                            lw=0)
                 band.set_gid(f"band:{i}:spike")
 
+    spread = any(name + "_dataset_q16" in r.observables for r in dmft for name in ("train_loss", "test_loss"))
     for j, rec in enumerate(sims):
         marker = _MARKERS[j % len(_MARKERS)]
         idx = _marker_indices(rec.tau)
@@ -286,6 +295,13 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                ms=3.5, mfc="white" if j % 2 else color, mec=color, ecolor=color, elinewidth=0.8,
                                markevery=marks, errorevery=mask, capsize=0, label=f"{label}: {what}")
             cont.lines[0].set_gid(f"sim:{j}:{name}")
+            if spread and err is not None and name in ("train_loss", "test_loss"):
+                # beside a DMFT training-set band: the networks' seed-to-seed spread, mean +- sd
+                # (the error bars are sd / sqrt(seeds))
+                sd = err[pos] * math.sqrt(max(int(rec.parameters.get("seeds") or 1), 1))
+                band = ax.fill_between(rec.tau[pos], y - sd, y + sd, color=color, alpha=0.08, lw=0,
+                                       label=f"{label}: {what}, seed sd")
+                band.set_gid(f"spread:{j}:{name}")
             if fraction_marks and name in ("train_loss", "test_loss"):
                 _mark_crossing(ax, rec.tau, rec.observables[name], color)
         if rec.lazy:

@@ -219,3 +219,26 @@ def test_save_figure_refuses_other_formats(tmp_path):
 
     with pytest.raises(ValueError, match="png or .pdf"):
         save_figure(Figure(), tmp_path / "x.svg")
+
+
+def test_compare_draws_the_training_set_band_beside_the_seed_spread(tmp_path):
+    """A DMFT file with training-set quantiles (solve ... --datasets R) gets a band spanning
+    exactly its q16..q84; the simulations then get mean +- seed sd; without quantiles neither."""
+    tau = np.linspace(0.0, 8.0, 21)
+    dpath, dobs = _dmft_file(tmp_path / "theory.h5", tau=tau)
+    spath, sdata = _sim_file(tmp_path / "sim.h5", seeds=4, lazy=False)
+    assert not any((c.get_gid() or "").startswith(("datasets", "spread")) for c in compare(dpath, spath).axes[0].collections)
+    from dmft.io import read_h5
+    raw = read_h5(dpath)
+    q16, q84 = raw["observables"]["test_loss"] - 0.05, raw["observables"]["test_loss"] + 0.07
+    raw["observables"].update({"test_loss_dataset_q16": q16, "test_loss_dataset_q84": q84})
+    write_h5(tmp_path / "theory_ds.h5", "dmft-two-layer", raw["parameters"], {"observables": raw["observables"]})
+    ax = compare(tmp_path / "theory_ds.h5", spath).axes[0]
+    bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
+    pos = tau > 0
+    verts = bands["datasets:0:test_loss"].get_paths()[0].vertices
+    assert np.allclose(sorted(set(np.round(verts[:, 1], 12))), sorted(set(np.round(np.r_[q16[pos], q84[pos]], 12))))
+    sobs, spos = sdata["observables"], sdata["observables"]["tau"] > 0
+    sv = bands["spread:0:test_loss"].get_paths()[0].vertices[:, 1]
+    lo, hi = (sobs["test_loss"] - sobs["test_loss_std"])[spos], (sobs["test_loss"] + sobs["test_loss_std"])[spos]
+    assert np.isclose(sv.min(), lo.min()) and np.isclose(sv.max(), hi.max())
