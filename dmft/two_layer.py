@@ -214,6 +214,35 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
 
 
 # ----------------------------------------------------------------------------- data side
+@njit(cache=True, fastmath=True)
+def _resolvent_row(G, t, coeff):
+    """Row t of Gamma = (I - K)^{-1} with K(t, tp) = coeff[tp]: Gamma(t,:) = e_t + sum_tp K(t,tp) Gamma(tp,:)."""
+    for k in range(t):
+        G[t, k] = 0.0
+    G[t, t] = 1.0
+    for tp in range(t):
+        kt = coeff[tp]
+        if kt != 0.0:
+            for k in range(tp + 1):
+                G[t, k] += kt * G[tp, k]
+
+
+@njit(cache=True, fastmath=True)
+def _sandwich_row(G, C, t, out):
+    """out[t2] = (Gamma C Gamma^T)(t, t2) for t2 <= t (Gamma lower triangular)."""
+    y = np.zeros(t + 1)
+    for k in range(t + 1):
+        gk = G[t, k]
+        if gk != 0.0:
+            for j in range(t + 1):
+                y[j] += gk * C[k, j]
+    for t2 in range(t + 1):
+        acc = 0.0
+        for t1 in range(t2 + 1):
+            acc += G[t2, t1] * y[t1]
+        out[t2] = acc
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss, chol,
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
@@ -271,14 +300,10 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                     G[t, k] += kt * G[tp, k]
         if cross:
             Gc = Gamc[b]
-            for k in range(t):
-                Gc[t, k] = 0.0
-            Gc[t, t] = 1.0
+            coeff = np.empty(t)
             for tp in range(t):
-                kt = hl * kappa * R_z[t, tp] * Delta[b, tp]
-                if kt != 0.0:
-                    for k in range(tp + 1):
-                        Gc[t, k] += kt * Gc[tp, k]
+                coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
+            _resolvent_row(Gc, t, coeff)
         # Y(t,:) = Gamma(t,:) C, separately for the bulk (C_z) and spike (s) covariances
         yz = np.zeros(t + 1)
         ys = np.zeros(t + 1)
@@ -303,17 +328,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             vv[t2] = az + uu * asp
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
-            yc = np.zeros(t + 1)
-            for k in range(t + 1):
-                gk = Gc[t, k]
-                if gk != 0.0:
-                    for j in range(t + 1):
-                        yc[j] += gk * C_z[k, j]
-            for t2 in range(t + 1):
-                az = 0.0
-                for t1 in range(t2 + 1):
-                    az += Gc[t2, t1] * yc[t1]
-                vz[t2] = az
+            _sandwich_row(Gc, C_z, t, vz)
             # cavity field of the cross direction, then p = Gamma phi, c = Gamma chi at row t
             xc = 0.0
             for j in range(t + 1):
@@ -326,20 +341,11 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 ct += G[t, k] * chi[b, k]
             p_spk[b, t] = pt
             c_spk[b, t] = ct
-            yq = np.zeros(t + 1)
-            for k in range(t + 1):
-                gk = G[t, k]
-                if gk != 0.0:
-                    for j in range(t + 1):
-                        yq[j] += gk * C_q[k, j]
             u1 = math.sqrt(uu)
             gqg = np.empty(t + 1)  # (Gamma C_q Gamma^T)(t, t2)
+            _sandwich_row(G, C_q, t, gqg)
             for t2 in range(t + 1):
-                aq = 0.0
-                for t1 in range(t2 + 1):
-                    aq += G[t2, t1] * yq[t1]
-                gqg[t2] = aq
-                vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - aq
+                vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - gqg[t2]
         dl = (0.5 * uu + noise * label_noise[b] - alpha * (mm + 0.5 * eps * mm * mm)
               - a * (vv[t] - 1.0 - uu * inv_dim))
         Delta[b, t] = dl
