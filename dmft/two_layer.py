@@ -259,11 +259,14 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
     cross=True adds the finite-size terms (docs/finite-size.md), with phi = sqrt(s(t,t)):
     * the cavity field of the spike-bulk cross direction, chi(t) = sum_j chol_q(t,j) gauss_q_j
       ~ GP(0, C_q), enters the neurons' cavity covariance as u (phi chi^T + chi phi^T) + chi chi^T - C_q,
-      i.e. V += u (p c^T + c p^T) + c c^T - Gamma C_q Gamma^T with p = Gamma phi, c = Gamma chi
-      (stored per site in p_spk, c_spk; sigma = u p + c is the site's spike-mode field);
+      i.e. V = Gamma (C_z - C_q) Gamma^T + Gc (u^2 s + u (phi chi^T + chi phi^T) + chi chi^T) Gc^T
+      with p = Gc phi, c = Gc chi (stored per site in p_spk, c_spk; sigma = u p + c is the site's
+      spike-mode field);
     * the teacher coordinate's own memory, K += h lambda kappa (u^2/D) R_par Delta, in the resolvent
-      Gamma of V and of the tangent; the spike's own kernels (Rhat_par rows in out_Rpar, V_perp)
-      use the resolvent without it (Gamc, the cavity of the spike coordinate);
+      Gamma of the bulk part of the field (C_z - C_q) and in the tangent.  The spike-mode part uses
+      the resolvent without it, Gc (the site's kicks along Z are already the spike's growth and
+      pull), and so do the spike's own kernels (Rhat_par rows in out_Rpar, V_perp: the cavity of the
+      spike coordinate);
     * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
@@ -298,13 +301,18 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             if kt != 0.0:
                 for k in range(tp + 1):
                     G[t, k] += kt * G[tp, k]
+        # The spike-mode part (u phi + chi) Z of the field is propagated without the teacher
+        # coordinate's memory: the site's kicks along Z are already in the spike's growth and in the
+        # pull; only its kicks along its own bulk field are missing from the spike (docs/finite-size.md,
+        # section 3).  Gc = that resolvent (bulk memory R_z only), also the spike coordinate's cavity.
+        Gc = G
         if cross:
             Gc = Gamc[b]
             coeff = np.empty(t)
             for tp in range(t):
                 coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
             _resolvent_row(Gc, t, coeff)
-        # Y(t,:) = Gamma(t,:) C, separately for the bulk (C_z) and spike (s) covariances
+        # Y(t,:) = Gamma(t,:) C_z (bulk) and Gc(t,:) S (spike)
         yz = np.zeros(t + 1)
         ys = np.zeros(t + 1)
         for k in range(t + 1):
@@ -312,24 +320,29 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             if gk != 0.0:
                 for j in range(t + 1):
                     yz[j] += gk * C_z[k, j]
+        for k in range(t + 1):
+            gk = Gc[t, k]
+            if gk != 0.0:
+                for j in range(t + 1):
                     ys[j] += gk * S[k, j]
         # V(t, t2) = sum_{t1 <= t2} Gamma(t2, t1) Y(t, t1)
         vz = np.empty(t + 1)
+        vbulk = np.empty(t + 1)  # Gamma (C_z - C_q) Gamma^T: the part the teacher memory acts on
         vv = np.empty(t + 1)
         uu = u2[b]
         for t2 in range(t + 1):
             az = 0.0
             asp = 0.0
             for t1 in range(t2 + 1):
-                g = G[t2, t1]
-                az += g * yz[t1]
-                asp += g * ys[t1]
+                az += G[t2, t1] * yz[t1]
+                asp += Gc[t2, t1] * ys[t1]
             vz[t2] = az
+            vbulk[t2] = az
             vv[t2] = az + uu * asp
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
             _sandwich_row(Gc, C_z, t, vz)
-            # cavity field of the cross direction, then p = Gamma phi, c = Gamma chi at row t
+            # cavity field of the cross direction, then p = Gc phi, c = Gc chi at row t
             xc = 0.0
             for j in range(t + 1):
                 xc += chol_q[t, j] * gauss_q[b, j]
@@ -337,15 +350,18 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             pt = 0.0
             ct = 0.0
             for k in range(t + 1):
-                pt += G[t, k] * phi_hat[k]
-                ct += G[t, k] * chi[b, k]
+                pt += Gc[t, k] * phi_hat[k]
+                ct += Gc[t, k] * chi[b, k]
             p_spk[b, t] = pt
             c_spk[b, t] = ct
             u1 = math.sqrt(uu)
-            gqg = np.empty(t + 1)  # (Gamma C_q Gamma^T)(t, t2)
+            gqg = np.empty(t + 1)  # (Gamma C_q Gamma^T)(t, t2): the cross part of the bulk covariance
             _sandwich_row(G, C_q, t, gqg)
+            gqgc = np.empty(t + 1)  # (Gc C_q Gc^T)(t, t2): the covariance of c, for the pull
+            _sandwich_row(Gc, C_q, t, gqgc)
             for t2 in range(t + 1):
                 vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - gqg[t2]
+                vbulk[t2] -= gqg[t2]
         dl = (0.5 * uu + noise * label_noise[b] - alpha * (mm + 0.5 * eps * mm * mm)
               - a * (vv[t] - 1.0 - uu * inv_dim))
         Delta[b, t] = dl
@@ -379,12 +395,13 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             if c2 != 0.0:
                 for k in range(tp + 1):
                     dm[k] += c2 * DL[tp, k]
-        # L(t,t2) = 2 h lam kappa (Gamma R_z)(t,t2) V(t2,t), t2 < t
+        # L(t,t2) = 2 h lam kappa (Gamma R)(t,t2) V(t2,t), t2 < t, R = R_z (+ (u^2/D) R_par on the bulk part)
         f1 = -alpha * (1.0 + eps * mm)
         for k in range(t + 1):
             DD[t, k] = f1 * dm[k]
         # (Gamma R_z)(t, t2) = sum_{t2 < t1 <= t} Gamma(t, t1) R_z(t1, t2), row-wise for locality
         gr = np.zeros(t + 1)
+        grp = np.zeros(t + 1)
         for t1 in range(1, t + 1):
             g1 = G[t, t1]
             if g1 != 0.0:
@@ -393,9 +410,11 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 if cross:
                     g1 *= uu * inv_dim
                     for t2 in range(t1):
-                        gr[t2] += g1 * R_par[t1, t2]
+                        grp[t2] += g1 * R_par[t1, t2]
+        for t2 in range(t):  # gr <- d V(t,t) / d Delta(t2) / (2 h lam kappa)
+            gr[t2] = gr[t2] * vv[t2] + grp[t2] * vbulk[t2]
         for t2 in range(t):
-            lt = 2.0 * hl * kappa * gr[t2] * vv[t2]
+            lt = 2.0 * hl * kappa * gr[t2]
             if lt != 0.0:
                 for k in range(t2 + 1):
                     DD[t, k] -= a * lt * DD[t2, k]
@@ -420,7 +439,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 XV[t, k] = f1 * dmv[k]
             XV[t, t] -= a
             for t2 in range(t):
-                lt = 2.0 * hl * kappa * gr[t2] * vv[t2]
+                lt = 2.0 * hl * kappa * gr[t2]
                 if lt != 0.0:
                     for k in range(t2 + 1):
                         XV[t, k] -= a * lt * XV[t2, k]
@@ -443,7 +462,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             # u Delta c keeps the part of Delta odd in the xi_b draw, noise of the order of phi)
             pull = 0.0
             for t1 in range(t + 1):
-                pull += XV[t, t1] * p_spk[b, t1] * gqg[t1]
+                pull += XV[t, t1] * p_spk[b, t1] * gqgc[t1]
             out_pull[b] = 2.0 * uu * pull
 
 
