@@ -42,8 +42,11 @@ with c1 = 1/2 - a (s - 1/D), c0 = -a (C_z - 1), sigma_b^2 = C_b (all at (t, t)):
 
 finite_size=True (docs/finite-size.md) adds the finite-D terms: the spike-bulk cross direction q
 (kernels R_q, C_q; the learned direction is bhat plus an O(1) bulk part), its cavity field chi in V,
-its coherent pull on the spike and its test-loss term a^2 (4 s C_q + 2 C_q^2), and the teacher
-coordinate's own memory (u^2/D) R_par in the data-side resolvent.  :func:`dataset_ensemble` gives
+its coherent pull on the spike and its test-loss term a^2 (4 s C_q + 2 C_q^2); the teacher
+coordinate's own memory (u^2/D) R_par cos^2(tilt) in the resolvent of the bulk part of the field;
+and the other memorised points' bumps, a per-site random field zeta in the bulk covariance
+(Cov = 2 ratio E[b b'] / D, b = V - cavity covariance) with its test-loss term
+a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]].  :func:`dataset_ensemble` gives
 the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
@@ -75,7 +78,7 @@ from .params import (
 )
 
 __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "population_test_loss",
-           "cross_test_correction",
+           "cross_test_correction", "bump_test_correction",
            "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
@@ -88,6 +91,11 @@ _DIVERGED = 1e10
 # Bytes of per-sample state in the causal sweep: Gamma, d Delta/d xi_b and d ell_b/d xi_b,
 # each a (T+1) x (T+1) float64 matrix per sample.
 _STATE_MATRICES = 3
+# finite_size adds: the spike-cavity resolvent, the v-source tangent pair, the full V, and the
+# site's bulk covariance C_z + zeta (zeta: the other points' memorised bumps, docs/finite-size.md)
+_CROSS_MATRICES = 5
+# other training points drawn per site to sample its bump field zeta
+_BUMP_PARTNERS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +114,11 @@ class TwoLayerDMFT:
     seed      seed of the Monte-Carlo paths (the answer is deterministic given it)
     finite_size  add the finite-D terms of docs/finite-size.md: the spike-bulk cross covariance
               (the learned direction is bhat plus an O(1) random bulk component, which the D -> inf
-              equations drop) and the teacher coordinate's own memory (u^2/D) R_par.  At fixed tau
-              they vanish as D -> inf (about like 1/D: s(tau) ~ 1/D), but not at fixed s, so they
-              matter at the D of simulations.  Off: the D -> inf DMFT, unchanged (to round-off).
+              equations drop), the teacher coordinate's own memory (u^2/D) R_par, and the other
+              memorised points' bumps seen by each point (a per-site random field, and its
+              test-loss term).  At fixed tau they vanish as D -> inf (about like 1/D: s(tau) ~ 1/D;
+              the bump field's sampling noise like D^-1/2), but not at fixed s, so they matter at
+              the D of simulations.  Off: the D -> inf DMFT, unchanged (to round-off).
     """
 
     dim: int = 200
@@ -149,7 +159,7 @@ class TwoLayerDMFT:
     def memory_bytes(self) -> int:
         """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
         t1 = self.steps + 1
-        per_site = _STATE_MATRICES + (4 if self.finite_size else 0)
+        per_site = _STATE_MATRICES + (_CROSS_MATRICES if self.finite_size else 0)
         return 8 * t1 * t1 * (per_site * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 20
 
 
@@ -171,6 +181,49 @@ def cross_test_correction(alpha, eps, s_diag, C_q_diag):
     a = alpha * eps / 2.0
     Cq = np.asarray(C_q_diag)
     return a**2 * (4.0 * np.asarray(s_diag) * Cq + 2.0 * Cq**2)
+
+
+def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
+    """Variance of a fresh input's quadratic form x^T (A A^T - I) x beyond its mean, at finite D.
+
+    For x ~ N(0, I/D), Var = 2 tr(M^2) / D^2.  The bulk of M = A A^T - I is its mean (C_z - 1) I plus
+    one rank-one bump b_nu x_nu x_nu^T / |x_nu|^2 per memorised training point (b = V - cavity
+    covariance at (t, t)); with P = ratio D points and (x_nu.x_nu')^2 ~ 1/D this gives
+    a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]].  The rank-one cross part is in cross_test_correction."""
+    a = alpha * eps / 2.0
+    return a * a * 2.0 / dim * ((np.asarray(C_z_diag) - 1.0) ** 2 + ratio * np.asarray(bump2))
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omegas, bump):
+    """Row t of every site's bulk covariance C_z + zeta (finite_size; docs/finite-size.md, section 3b).
+
+    A point memorised by the network leaves a rank-one bump b_nu x_nu x_nu^T / |x_nu|^2 in A A^T, with
+    b_nu = V_nu - (its cavity covariance), the excess of its own field's covariance.  Another point
+    sees it through (x_mu.x_nu)^2 = (1 + (e^2 - 1)) / D, e ~ N(0, 1): the mean is in C_z, the rest is
+    zeta_mu = sum_nu b_nu (e_nu^2 - 1) / D, zero mean, covariance 2 ratio E[b b'] / D, independent of
+    the site.  It is sampled as a Gaussian sum over _BUMP_PARTNERS sites drawn uniformly from the
+    sampled sites (weights omega ~ N(0, 2 P w_nu N / K) / D, antithetic) and lags one step (b at row t-1: the
+    bumps change slowly on the scale h)."""
+    B = u2.shape[0]
+    K = partners.shape[1]
+    if t >= 1:
+        s_ = t - 1
+        for nu in prange(B):
+            u1 = math.sqrt(u2[nu])
+            for tp in range(t + 1):
+                q = min(tp, s_)
+                cav = (C_z[s_, q] + u2[nu] * S[s_, q] + u1 * (phi_hat[s_] * chi[nu, q] + chi[nu, s_] * phi_hat[q])
+                       + chi[nu, s_] * chi[nu, q] - C_q[s_, q])
+                bump[nu, tp] = Vfull[nu, s_, q] - cav - (Czs[nu, s_, q] - C_z[s_, q])
+    for mu in prange(B):
+        for tp in range(t + 1):
+            z = 0.0
+            if t >= 1:
+                for k in range(K):
+                    z += omegas[mu, k] * bump[partners[mu, k], tp]
+            Czs[mu, t, tp] = C_z[t, tp] + z
+            Czs[mu, tp, t] = C_z[t, tp] + z
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -248,7 +301,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
                    cross, phi_hat, C_q, chol_q, gauss_q, chi, p_spk, c_spk, out_Rq, out_pull,
-                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull):
+                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull, Czs):
     """Advance every data-side site from t-1 to t (in parallel over sites).
 
     Per site: m(t), the row t of the neuron resolvent Gamma, the covariances V(t, t2) and
@@ -262,11 +315,14 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
       i.e. V = Gamma (C_z - C_q) Gamma^T + Gc (u^2 s + u (phi chi^T + chi phi^T) + chi chi^T) Gc^T
       with p = Gc phi, c = Gc chi (stored per site in p_spk, c_spk; sigma = u p + c is the site's
       spike-mode field);
-    * the teacher coordinate's own memory, K += h lambda kappa (u^2/D) R_par Delta, in the resolvent
-      Gamma of the bulk part of the field (C_z - C_q) and in the tangent.  The spike-mode part uses
+    * the teacher coordinate's own memory, K += h lambda kappa (u^2/D) R_par cos^2 Delta
+      (cos^2 = s / (s + C_q), the tilt of the growing mode), in the resolvent Gamma of the bulk part
+      of the field (C_z - C_q) and in the tangent.  The spike-mode part uses
       the resolvent without it, Gc (the site's kicks along Z are already the spike's growth and
       pull), and so do the spike's own kernels (Rhat_par rows in out_Rpar, V_perp: the cavity of the
       spike coordinate);
+    * the other memorised points' bumps: the bulk covariance of site b is Czs[b] = C_z + zeta_b
+      (filled by _bump_field_row before this call);
     * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
@@ -279,6 +335,15 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
     kappa = 2.0 * eps / alpha
     a = 0.5 * alpha * eps
     hl = h * lam
+    # cos^2 of the tilt of the growing mode away from bhat, s / (s + C_q): the share of a kick to the
+    # teacher coordinate that comes back to it (the DMFT's R_par is the growth of |A^T bhat|, the
+    # coordinate's own response bhat^T A bhat is R_par cos^2, docs/finite-size.md, section 3)
+    tilt = np.ones(t + 1)
+    if cross:
+        for tp in range(t + 1):
+            s2 = phi_hat[tp] * phi_hat[tp]
+            if s2 + C_q[tp, tp] > 0.0:
+                tilt[tp] = s2 / (s2 + C_q[tp, tp])
     for b in prange(B):
         G = Gam[b]
         DD = dDelta[b]
@@ -297,7 +362,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         for tp in range(t):
             kt = hl * kappa * R_z[t, tp] * Delta[b, tp]
             if cross:
-                kt += hl * kappa * u2[b] * inv_dim * R_par[t, tp] * Delta[b, tp]
+                kt += hl * kappa * u2[b] * inv_dim * R_par[t, tp] * tilt[tp] * Delta[b, tp]
             if kt != 0.0:
                 for k in range(tp + 1):
                     G[t, k] += kt * G[tp, k]
@@ -312,14 +377,15 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             for tp in range(t):
                 coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
             _resolvent_row(Gc, t, coeff)
-        # Y(t,:) = Gamma(t,:) C_z (bulk) and Gc(t,:) S (spike)
+        # Y(t,:) = Gamma(t,:) C (bulk: C_z, plus the bump field zeta with finite_size) and Gc(t,:) S (spike)
+        Cbulk = Czs[b] if cross else C_z
         yz = np.zeros(t + 1)
         ys = np.zeros(t + 1)
         for k in range(t + 1):
             gk = G[t, k]
             if gk != 0.0:
                 for j in range(t + 1):
-                    yz[j] += gk * C_z[k, j]
+                    yz[j] += gk * Cbulk[k, j]
         for k in range(t + 1):
             gk = Gc[t, k]
             if gk != 0.0:
@@ -341,7 +407,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             vv[t2] = az + uu * asp
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
-            _sandwich_row(Gc, C_z, t, vz)
+            _sandwich_row(Gc, Cbulk, t, vz)
             # cavity field of the cross direction, then p = Gc phi, c = Gc chi at row t
             xc = 0.0
             for j in range(t + 1):
@@ -410,7 +476,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                 if cross:
                     g1 *= uu * inv_dim
                     for t2 in range(t1):
-                        grp[t2] += g1 * R_par[t1, t2]
+                        grp[t2] += g1 * R_par[t1, t2] * tilt[t2]
         for t2 in range(t):  # gr <- d V(t,t) / d Delta(t2) / (2 h lam kappa)
             gr[t2] = gr[t2] * vv[t2] + grp[t2] * vbulk[t2]
         for t2 in range(t):
@@ -500,7 +566,7 @@ class TwoLayerProblem:
         if need > 0.8 * avail:
             raise ParameterError(
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
-                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({_STATE_MATRICES + (4 if options.finite_size else 0)} "
+                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({_STATE_MATRICES + (_CROSS_MATRICES if options.finite_size else 0)} "
                 f"samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
         # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)
@@ -539,8 +605,25 @@ class TwoLayerProblem:
             gauss_q = np.zeros((o.nodes, per, T1))
             gauss_q[:, :half], gauss_q[:, half:S] = gq, -gq
             self.gauss_q = np.ascontiguousarray(gauss_q.reshape(-1, T1))
+            # bump field: each sampled site sees K other training points drawn from the sites, with
+            # Gaussian weights of the variance of (x_mu.x_nu)^2 - 1/D, 2/D^2, scaled so that K of the
+            # P points stand for all of them; antithetic like xi_b (the pair's linear parts cancel)
+            # Partners are drawn uniformly over the sampled sites and weighted by sqrt(w N): the
+            # large-|u| sites, whose bumps dominate, are then as well sampled as the others.
+            w_all = weights.reshape(-1)
+            K = _BUMP_PARTNERS
+            live = np.flatnonzero(w_all > 0)
+            pick = live[rng.integers(0, live.size, size=(o.nodes, half, K))]
+            e = (rng.standard_normal((o.nodes, half, K)) * np.sqrt(w_all[pick] / w_all.sum() * live.size)
+                 * math.sqrt(2.0 * self.model.ratio * o.dim / K) / o.dim)
+            partners = np.zeros((o.nodes, per, K), dtype=np.int64)
+            omegas = np.zeros((o.nodes, per, K))  # zero for the noise-free twins of the control variate
+            partners[:, :half], partners[:, half:S] = pick, pick
+            omegas[:, :half], omegas[:, half:S] = e, -e
+            self.partners, self.omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
         else:
             self.gauss_q = np.zeros((1, 1))
+            self.partners, self.omegas = np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1))
         self.label_noise = label.reshape(-1)
         self.weights = weights.reshape(-1)
         self.u = np.repeat(u, per)
@@ -594,6 +677,7 @@ class TwoLayerProblem:
             out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
             st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
             st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((B, T1, T1)) for _ in range(3))
+            st["Czs"], st["bump"], st["bump2"] = np.zeros((B, T1, T1)), np.zeros((B, T1)), np.zeros(T1)
             # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
             phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
             C_q = K["C_q"]
@@ -602,6 +686,7 @@ class TwoLayerProblem:
             out_Rq, out_pull = np.zeros((1, 1)), np.zeros(1)
             st["Gamc"], out_Rpar = np.zeros((1, 1, 1)), np.zeros((1, 1))
             st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((1, 1, 1)) for _ in range(3))
+            st["Czs"] = np.zeros((1, 1, 1))
             phi_hat = np.zeros(1)
             C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
@@ -637,13 +722,23 @@ class TwoLayerProblem:
             # causal Cholesky row t of C_b; a residual variance below cholesky_cut * max variance is cut
             cholesky_extend(st["chol"][:n, :n], K["C_b"][:n, :n], t,
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
+            if cross:
+                _bump_field_row(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"],
+                                self.partners, self.omegas, st["bump"])
             _data_side_row(t, o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise, self.u2,
                            self.label_noise, self.gauss, st["chol"], K["R_z"], K["C_z"], S, K["R_b"], st["Gam"], st["dDelta"],
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
                            out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
                            st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
-                           st["dDv"], st["dEv"], st["Vfull"])
+                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"])
             n = t + 1
+            if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
+                u1 = np.sqrt(self.u2)
+                chi_t = st["chi"][:, t]
+                cav = K["C_z"][t, t] + self.u2 * S[t, t] + 2.0 * u1 * phi_hat[t] * chi_t + chi_t**2 - C_q[t, t]
+                b_tt = st["Vfull"][:, t, t] - cav - (st["Czs"][:, t, t] - K["C_z"][t, t])
+                with np.errstate(all="ignore"):
+                    st["bump2"][t] = w @ b_tt**2
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
                 avg["Rhat_par"][t, :n] = wu @ (out_Rpar if cross else out_Rz)[:, :n]
@@ -785,6 +880,9 @@ class TwoLayerProblem:
         if o.finite_size:
             Cq = np.diag(K["C_q"]).copy()
             out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
+            if self.last_pass is not None and "bump2" in self.last_pass:
+                out["test_loss"] = out["test_loss"] + bump_test_correction(
+                    mdl.alpha, mdl.eps, mdl.ratio, o.dim, Cz, self.last_pass["bump2"])
             out["spike_bulk_cross"] = s * Cq
         return out
 
