@@ -203,8 +203,8 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
     sees it through (x_mu.x_nu)^2 = (1 + (e^2 - 1)) / D, e ~ N(0, 1): the mean is in C_z, the rest is
     zeta_mu = sum_nu b_nu (e_nu^2 - 1) / D, zero mean, covariance 2 ratio E[b b'] / D, independent of
     the site.  It is sampled as a Gaussian sum over _BUMP_PARTNERS sites drawn uniformly from the
-    sampled sites (weights omega ~ N(0, 2 P w_nu N / K) / D, antithetic) and lags one step (b at row t-1: the
-    bumps change slowly on the scale h)."""
+    sampled sites (weights omega ~ N(0, 2 P w_nu N / K) / D, antithetic) and lags one step (b at
+    row t-1: the bumps change slowly on the scale h)."""
     B = u2.shape[0]
     K = partners.shape[1]
     if t >= 1:
@@ -563,10 +563,11 @@ class TwoLayerProblem:
         self.T1 = options.steps + 1
         need = options.memory_bytes()
         avail = available_memory()
+        per_site = _STATE_MATRICES + (_CROSS_MATRICES if options.finite_size else 0)
         if need > 0.8 * avail:
             raise ParameterError(
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
-                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({_STATE_MATRICES + (_CROSS_MATRICES if options.finite_size else 0)} "
+                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({per_site} "
                 f"samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
         # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)

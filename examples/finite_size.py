@@ -101,7 +101,8 @@ def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
     if dmft_sd is not None:
         comb = np.sqrt(se**2 + dmft_sd[name][idx] ** 2 / DMFT_SEEDS)
         rc = np.abs(dev) / np.maximum(comb, 1e-12)
-        out.update({"max_dev_over_combined_se": float(rc.max()), "tau_of_max_over_combined_se": float(tau_sim[int(np.argmax(rc))]),
+        out.update({"max_dev_over_combined_se": float(rc.max()),
+                    "tau_of_max_over_combined_se": float(tau_sim[int(np.argmax(rc))]),
                     "within_2_combined_se_fraction": float(np.mean(rc <= 2.0))})
     return out
 

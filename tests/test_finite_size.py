@@ -91,7 +91,8 @@ def test_switch_on_at_huge_dim_is_the_dinf_dmft():
         grid = dict(dim=dim, dt=0.2, t_max=3.0, nodes=8, samples=8)
         _, _, off = _sweep(0.5, 2.0, 0.3, finite_size=False, **grid)
         _, _, on = _sweep(0.5, 2.0, 0.3, finite_size=True, **grid)
-        dev[dim] = {name: np.max(np.abs(on[name] - off[name])) for name in ("train_loss", "test_loss", "bulk", "mean_norm")}
+        dev[dim] = {name: np.max(np.abs(on[name] - off[name]))
+                    for name in ("train_loss", "test_loss", "bulk", "mean_norm")}
     bound = {"train_loss": 3e-6, "test_loss": 2e-6, "bulk": 4e-5, "mean_norm": 1.3e-5}
     for name, b in bound.items():
         assert dev[10**9][name] < b, name
