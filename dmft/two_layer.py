@@ -377,34 +377,15 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             for tp in range(t):
                 coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
             _resolvent_row(Gc, t, coeff)
-        # Y(t,:) = Gamma(t,:) C (bulk: C_z, plus the bump field zeta with finite_size) and Gc(t,:) S (spike)
+        # V = Gamma C Gamma^T (bulk: C_z, plus the bump field zeta with finite_size) + u^2 Gc S Gc^T (spike)
         Cbulk = Czs[b] if cross else C_z
-        yz = np.zeros(t + 1)
-        ys = np.zeros(t + 1)
-        for k in range(t + 1):
-            gk = G[t, k]
-            if gk != 0.0:
-                for j in range(t + 1):
-                    yz[j] += gk * Cbulk[k, j]
-        for k in range(t + 1):
-            gk = Gc[t, k]
-            if gk != 0.0:
-                for j in range(t + 1):
-                    ys[j] += gk * S[k, j]
-        # V(t, t2) = sum_{t1 <= t2} Gamma(t2, t1) Y(t, t1)
-        vz = np.empty(t + 1)
         vbulk = np.empty(t + 1)  # Gamma (C_z - C_q) Gamma^T: the part the teacher memory acts on
-        vv = np.empty(t + 1)
+        vs = np.empty(t + 1)
+        _sandwich_row(G, Cbulk, t, vbulk)
+        _sandwich_row(Gc, S, t, vs)
         uu = u2[b]
-        for t2 in range(t + 1):
-            az = 0.0
-            asp = 0.0
-            for t1 in range(t2 + 1):
-                az += G[t2, t1] * yz[t1]
-                asp += Gc[t2, t1] * ys[t1]
-            vz[t2] = az
-            vbulk[t2] = az
-            vv[t2] = az + uu * asp
+        vz = vbulk.copy()
+        vv = vbulk + uu * vs
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
             _sandwich_row(Gc, Cbulk, t, vz)
