@@ -228,7 +228,7 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par, Delta, p_spk, c_spk, phi_hat,
-                       Vfull, Wq):
+                       Vfull, Wq, C_q):
     """Per-site weights W(t) of the cross direction q(t) = E_a[z_perp(t) Z^a] = kappa lambda sum_mu x_mu W_mu(t).
 
     Two legs, both sums over the data of the site's own quantities (so C_q = kappa^2 lambda E[W W']):
@@ -236,10 +236,18 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
     spike-mode field; and the spike's noise, a projection of the bulk fields, which is correlated
     with the bulk coordinate through E[z_i(t) r_mu(s)] / X_mu,i = (Gamma C_z)(s,t) + h lambda kappa
     sum_s'' R_z(t,s'') Delta(s'') V(s'',s) (the coordinate's covariance with the site's field, and
-    its response to the site's kicks): sum_s h R_par(t,s) u Delta(s) f(t,s) / (D phi(t)).
+    its response to the site's kicks): sum_s h R_par(t,s) cos^2(s) u Delta(s) f(t,s) / (D phi(t)).
+    The noise enters the teacher row, so it reaches z_par(t) through the teacher coordinate's own
+    response R_par cos^2, cos^2 = s / (s + C_q) (the tilt of the growing mode, as in the teacher
+    memory of _data_side_row; docs/finite-size.md, sections 2 and 3).
     Needs rows < t only."""
     B = u2.shape[0]
     ph = phi_hat[t]
+    tilt = np.ones(t + 1)
+    for tp in range(t + 1):
+        s2 = phi_hat[tp] * phi_hat[tp]
+        if s2 + C_q[tp, tp] > 0.0:
+            tilt[tp] = s2 / (s2 + C_q[tp, tp])
     for b in prange(B):
         G = Gam[b]
         u1 = math.sqrt(u2[b])
@@ -260,7 +268,7 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
                 gc = resp[s]
                 for k in range(s + 1):
                     gc += G[s, k] * C_z[k, t]
-                y += h * R_par[t, s] * u1 * d * gc
+                y += h * R_par[t, s] * tilt[s] * u1 * d * gc
         if ph > 0.0:
             y *= inv_dim / ph
         Wq[b, t] = x + y
@@ -689,7 +697,7 @@ class TwoLayerProblem:
                 # the cross direction's weights at row t need the sites' rows < t only
                 _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_z"],
                                    K["R_q"], K["R_par"], st["Delta"], st["p_spk"], st["c_spk"], phi_hat, st["Vfull"],
-                                   st["Wq"])
+                                   st["Wq"], C_q)
                 Wq = st["Wq"]
                 row = mdl.kappa ** 2 * mdl.lam * ((w * Wq[:, t]) @ Wq[:, : t + 1])
                 avg["C_q"][t, : t + 1] = row
