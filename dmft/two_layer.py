@@ -96,6 +96,11 @@ _STATE_MATRICES = 3
 _CROSS_MATRICES = 5
 # other training points drawn per site to sample its bump field zeta
 _BUMP_PARTNERS = 512
+# The data-side kernels are compiled without fastmath: with reassociation, a kernel compiled in the
+# running process and the same kernel loaded from Numba's cache round differently, and the
+# finite-size sampling (the bump field) amplifies that to ~1e-5 relative in the kernels, so a
+# resumed run would not reproduce a fresh one.  Cost: ~15% of a sweep.
+_FASTMATH = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +199,7 @@ def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
     return a * a * 2.0 / dim * ((np.asarray(C_z_diag) - 1.0) ** 2 + ratio * np.asarray(bump2))
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omegas, bump):
     """Row t of every site's bulk covariance C_z + zeta (finite_size; docs/finite-size.md, section 3b).
 
@@ -226,7 +231,20 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
             Czs[mu, tp, t] = C_z[t, tp] + z
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
+def _mode_tilt(phi_hat, C_q, n):
+    """cos^2 of the tilt of the growing mode away from bhat at times 0..n-1, s / (s + C_q) with
+    s = phi^2 (1 where both vanish): the share of a kick to the teacher coordinate that comes back
+    to it (docs/finite-size.md, section 3)."""
+    tilt = np.ones(n)
+    for tp in range(n):
+        s2 = phi_hat[tp] * phi_hat[tp]
+        if s2 + C_q[tp, tp] > 0.0:
+            tilt[tp] = s2 / (s2 + C_q[tp, tp])
+    return tilt
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par, Delta, p_spk, c_spk, phi_hat,
                        Vfull, Wq, C_q):
     """Per-site weights W(t) of the cross direction q(t) = E_a[z_perp(t) Z^a] = kappa lambda sum_mu x_mu W_mu(t).
@@ -243,11 +261,7 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
     Needs rows < t only."""
     B = u2.shape[0]
     ph = phi_hat[t]
-    tilt = np.ones(t + 1)
-    for tp in range(t + 1):
-        s2 = phi_hat[tp] * phi_hat[tp]
-        if s2 + C_q[tp, tp] > 0.0:
-            tilt[tp] = s2 / (s2 + C_q[tp, tp])
+    tilt = _mode_tilt(phi_hat, C_q, t + 1)
     for b in prange(B):
         G = Gam[b]
         u1 = math.sqrt(u2[b])
@@ -275,7 +289,7 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
 
 
 # ----------------------------------------------------------------------------- data side
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _resolvent_row(G, t, coeff):
     """Row t of Gamma = (I - K)^{-1} with K(t, tp) = coeff[tp]: Gamma(t,:) = e_t + sum_tp K(t,tp) Gamma(tp,:)."""
     for k in range(t):
@@ -288,7 +302,7 @@ def _resolvent_row(G, t, coeff):
                 G[t, k] += kt * G[tp, k]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _sandwich_row(G, C, t, out):
     """out[t2] = (Gamma C Gamma^T)(t, t2) for t2 <= t (Gamma lower triangular)."""
     y = np.zeros(t + 1)
@@ -304,7 +318,7 @@ def _sandwich_row(G, C, t, out):
         out[t2] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss, chol,
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
@@ -346,12 +360,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
     # cos^2 of the tilt of the growing mode away from bhat, s / (s + C_q): the share of a kick to the
     # teacher coordinate that comes back to it (the DMFT's R_par is the growth of |A^T bhat|, the
     # coordinate's own response bhat^T A bhat is R_par cos^2, docs/finite-size.md, section 3)
-    tilt = np.ones(t + 1)
-    if cross:
-        for tp in range(t + 1):
-            s2 = phi_hat[tp] * phi_hat[tp]
-            if s2 + C_q[tp, tp] > 0.0:
-                tilt[tp] = s2 / (s2 + C_q[tp, tp])
+    tilt = _mode_tilt(phi_hat, C_q, t + 1) if cross else np.ones(t + 1)
     for b in prange(B):
         G = Gam[b]
         DD = dDelta[b]
