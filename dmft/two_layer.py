@@ -161,11 +161,16 @@ class TwoLayerDMFT:
         """Number of data-side sites: nodes x (samples + 1 noise-free twin)."""
         return self.nodes * (self.samples + 1)
 
+    @property
+    def matrices_per_site(self) -> int:
+        """(T+1)^2 state matrices kept per sampled site."""
+        return _STATE_MATRICES + (_CROSS_MATRICES if self.finite_size else 0)
+
     def memory_bytes(self) -> int:
         """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
         t1 = self.steps + 1
-        per_site = _STATE_MATRICES + (_CROSS_MATRICES if self.finite_size else 0)
-        return 8 * t1 * t1 * (per_site * self.n_samples + 3 * self.nodes + 40) + 8 * t1 * self.n_samples * 20
+        return (8 * t1 * t1 * (self.matrices_per_site * self.n_samples + 3 * self.nodes + 40)
+                + 8 * t1 * self.n_samples * 20)
 
 
 def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
@@ -199,6 +204,24 @@ def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
     return a * a * 2.0 / dim * ((np.asarray(C_z_diag) - 1.0) ** 2 + ratio * np.asarray(bump2))
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _own_bump(nu, s_, q, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs):
+    """b_nu(s_, q) = V_nu - (cavity covariance): the site's field covariance beyond the bulk C_z + zeta
+    and the spike-mode part u^2 s + u (phi chi + chi phi) + chi chi - C_q it would have without
+    its own memory (q <= s_)."""
+    u1 = math.sqrt(u2[nu])
+    cav = (C_z[s_, q] + u2[nu] * S[s_, q] + u1 * (phi_hat[s_] * chi[nu, q] + chi[nu, s_] * phi_hat[q])
+           + chi[nu, s_] * chi[nu, q] - C_q[s_, q])
+    return Vfull[nu, s_, q] - cav - (Czs[nu, s_, q] - C_z[s_, q])
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _own_bump_diag(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, out):
+    """out[nu] = b_nu(t, t) for every site (bump_test_correction needs E[b(t,t)^2])."""
+    for nu in prange(u2.shape[0]):
+        out[nu] = _own_bump(nu, t, t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs)
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omegas, bump):
     """Row t of every site's bulk covariance C_z + zeta (finite_size; docs/finite-size.md, section 3b).
@@ -215,12 +238,8 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
     if t >= 1:
         s_ = t - 1
         for nu in prange(B):
-            u1 = math.sqrt(u2[nu])
             for tp in range(t + 1):
-                q = min(tp, s_)
-                cav = (C_z[s_, q] + u2[nu] * S[s_, q] + u1 * (phi_hat[s_] * chi[nu, q] + chi[nu, s_] * phi_hat[q])
-                       + chi[nu, s_] * chi[nu, q] - C_q[s_, q])
-                bump[nu, tp] = Vfull[nu, s_, q] - cav - (Czs[nu, s_, q] - C_z[s_, q])
+                bump[nu, tp] = _own_bump(nu, s_, min(tp, s_), C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs)
     for mu in prange(B):
         for tp in range(t + 1):
             z = 0.0
@@ -561,11 +580,10 @@ class TwoLayerProblem:
         self.T1 = options.steps + 1
         need = options.memory_bytes()
         avail = available_memory()
-        per_site = _STATE_MATRICES + (_CROSS_MATRICES if options.finite_size else 0)
         if need > 0.8 * avail:
             raise ParameterError(
                 f"invalid memory request: T = {options.steps} steps with {options.n_samples} samples needs "
-                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({per_site} "
+                f"~{need / 2**30:.1f} GiB (8 (T+1)^2 ({options.matrices_per_site} "
                 f"samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
         # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)
@@ -730,12 +748,9 @@ class TwoLayerProblem:
                            out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
                            st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
                            st["dDv"], st["dEv"], st["Vfull"], st["Czs"])
-            n = t + 1
             if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
-                u1 = np.sqrt(self.u2)
-                chi_t = st["chi"][:, t]
-                cav = K["C_z"][t, t] + self.u2 * S[t, t] + 2.0 * u1 * phi_hat[t] * chi_t + chi_t**2 - C_q[t, t]
-                b_tt = st["Vfull"][:, t, t] - cav - (st["Czs"][:, t, t] - K["C_z"][t, t])
+                b_tt = np.empty(B)
+                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"], b_tt)
                 with np.errstate(all="ignore"):
                     st["bump2"][t] = w @ b_tt**2
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about

@@ -70,7 +70,7 @@ def conditional(u, y, x):
     return est, float(np.sqrt((n - 1) / n * np.sum((jk - jk.mean()) ** 2)))
 
 
-def dmft(dim, finite_size, seeds):
+def dmft_conditionals(dim, finite_size, seeds):
     """Per-node E[Delta | u_k] (and E[V | u_k] with finite_size) at TAUS, averaged over sampling seeds."""
     out = []
     for seed in range(seeds):
@@ -103,8 +103,8 @@ def main():
     t0 = time.perf_counter()
     u, delta, V = networks(args.dim, args.networks)
     print(f"networks: {time.perf_counter() - t0:.0f} s", flush=True)
-    nodes, fs = dmft(args.dim, True, args.dmft_seeds)
-    _, inf = dmft(args.dim, False, args.dmft_seeds)
+    nodes, fs = dmft_conditionals(args.dim, True, args.dmft_seeds)
+    _, inf = dmft_conditionals(args.dim, False, args.dmft_seeds)
     show = [k for k, x in enumerate(nodes) if 0.2 < x < 3.8]
     result = {"dim": args.dim, "networks": args.networks, "dmft_seeds": args.dmft_seeds, "u": nodes[show].tolist()}
     for t in TAUS:
