@@ -43,10 +43,11 @@ with c1 = 1/2 - a (s - 1/D), c0 = -a (C_z - 1), sigma_b^2 = C_b (all at (t, t)):
 finite_size=True (docs/finite-size.md) adds the finite-D terms: the spike-bulk cross direction q
 (kernels R_q, C_q; the learned direction is bhat plus an O(1) bulk part), its cavity field chi in V,
 its coherent pull on the spike and its test-loss term a^2 (4 s C_q + 2 C_q^2); the teacher
-coordinate's own memory (u^2/D) R_par cos^2(tilt) in the resolvent of the bulk part of the field;
-and the other memorised points' bumps, a per-site random field zeta in the bulk covariance
-(Cov = 2 ratio E[b b'] / D, b = V - cavity covariance) with its test-loss term
-a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]].  :func:`dataset_ensemble` gives
+coordinate's own memory (u^2/D) R_par cos^2(tilt) in the resolvent of the bulk part of the field
+(cos^2 an effective factor, docs/finite-size.md section 3); the other memorised points' bumps, a
+per-site random field zeta in the bulk covariance (Cov = 2 ratio E[b b'] / D, b = V - cavity
+covariance) with its test-loss term a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]]; and each site's bulk
+norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances.  :func:`dataset_ensemble` gives
 the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
@@ -205,25 +206,26 @@ def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _own_bump(nu, s_, q, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs):
-    """b_nu(s_, q) = V_nu - (cavity covariance): the site's field covariance beyond the bulk C_z + zeta
-    and the spike-mode part u^2 s + u (phi chi + chi phi) + chi chi - C_q it would have without
-    its own memory (q <= s_)."""
+def _own_bump(nu, s_, q, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm):
+    """b_nu(s_, q) = V_nu - (cavity covariance): the site's field covariance beyond the bulk n (C_z + zeta)
+    and the spike-mode part u^2 s + u (phi chi + chi phi) + chi chi - n C_q it would have without
+    its own memory (q <= s_; n = |x_perp|^2 the site's bulk norm, chi already carries sqrt(n))."""
     u1 = math.sqrt(u2[nu])
-    cav = (C_z[s_, q] + u2[nu] * S[s_, q] + u1 * (phi_hat[s_] * chi[nu, q] + chi[nu, s_] * phi_hat[q])
-           + chi[nu, s_] * chi[nu, q] - C_q[s_, q])
-    return Vfull[nu, s_, q] - cav - (Czs[nu, s_, q] - C_z[s_, q])
+    n = norm[nu]
+    cav = (n * C_z[s_, q] + u2[nu] * S[s_, q] + u1 * (phi_hat[s_] * chi[nu, q] + chi[nu, s_] * phi_hat[q])
+           + chi[nu, s_] * chi[nu, q] - n * C_q[s_, q])
+    return Vfull[nu, s_, q] - cav - n * (Czs[nu, s_, q] - C_z[s_, q])
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _own_bump_diag(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, out):
+def _own_bump_diag(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm, out):
     """out[nu] = b_nu(t, t) for every site (bump_test_correction needs E[b(t,t)^2])."""
     for nu in prange(u2.shape[0]):
-        out[nu] = _own_bump(nu, t, t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs)
+        out[nu] = _own_bump(nu, t, t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omegas, bump):
+def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm, partners, omegas, bump):
     """Row t of every site's bulk covariance C_z + zeta (finite_size; docs/finite-size.md, section 3b).
 
     A point memorised by the network leaves a rank-one bump b_nu x_nu x_nu^T / |x_nu|^2 in A A^T, with
@@ -239,7 +241,7 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
         s_ = t - 1
         for nu in prange(B):
             for tp in range(t + 1):
-                bump[nu, tp] = _own_bump(nu, s_, min(tp, s_), C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs)
+                bump[nu, tp] = _own_bump(nu, s_, min(tp, s_), C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm)
     for mu in prange(B):
         for tp in range(t + 1):
             z = 0.0
@@ -253,8 +255,10 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, partners, omeg
 @njit(cache=True, fastmath=_FASTMATH)
 def _mode_tilt(phi_hat, C_q, n):
     """cos^2 of the tilt of the growing mode away from bhat at times 0..n-1, s / (s + C_q) with
-    s = phi^2 (1 where both vanish): the share of a kick to the teacher coordinate that comes back
-    to it (docs/finite-size.md, section 3)."""
+    s = phi^2 (1 where both vanish).  An effective factor on the teacher memory and on the spike-noise
+    leg of C_q: it was derived as the share of a kick to the teacher coordinate that comes back to it,
+    but the networks' bhat^T A(t,t') bhat is R_par itself; the factor stands in for the missing
+    reaction of the other points to a large-|u| point's bump (docs/finite-size.md, sections 3, 3d)."""
     tilt = np.ones(n)
     for tp in range(n):
         s2 = phi_hat[tp] * phi_hat[tp]
@@ -275,8 +279,8 @@ def _cross_weights_row(t, h, lam, kappa, inv_dim, u2, Gam, C_z, R_z, R_q, R_par,
     sum_s'' R_z(t,s'') Delta(s'') V(s'',s) (the coordinate's covariance with the site's field, and
     its response to the site's kicks): sum_s h R_par(t,s) cos^2(s) u Delta(s) f(t,s) / (D phi(t)).
     The noise enters the teacher row, so it reaches z_par(t) through the teacher coordinate's own
-    response R_par cos^2, cos^2 = s / (s + C_q) (the tilt of the growing mode, as in the teacher
-    memory of _data_side_row; docs/finite-size.md, sections 2 and 3).
+    response R_par, here times the effective factor cos^2 = s / (s + C_q) of _mode_tilt (as in the
+    teacher memory of _data_side_row; docs/finite-size.md, sections 2 and 3).
     Needs rows < t only."""
     B = u2.shape[0]
     ph = phi_hat[t]
@@ -342,7 +346,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
                    cross, phi_hat, C_q, chol_q, gauss_q, chi, p_spk, c_spk, out_Rq, out_pull,
-                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull, Czs):
+                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull, Czs, norm):
     """Advance every data-side site from t-1 to t (in parallel over sites).
 
     Per site: m(t), the row t of the neuron resolvent Gamma, the covariances V(t, t2) and
@@ -357,13 +361,15 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
       with p = Gc phi, c = Gc chi (stored per site in p_spk, c_spk; sigma = u p + c is the site's
       spike-mode field);
     * the teacher coordinate's own memory, K += h lambda kappa (u^2/D) R_par cos^2 Delta
-      (cos^2 = s / (s + C_q), the tilt of the growing mode), in the resolvent Gamma of the bulk part
+      (cos^2 = s / (s + C_q), an effective factor, see _mode_tilt), in the resolvent Gamma of the bulk part
       of the field (C_z - C_q) and in the tangent.  The spike-mode part uses
       the resolvent without it, Gc (the site's kicks along Z are already the spike's growth and
       pull), and so do the spike's own kernels (Rhat_par rows in out_Rpar, V_perp: the cavity of the
       spike coordinate);
     * the other memorised points' bumps: the bulk covariance of site b is Czs[b] = C_z + zeta_b
       (filled by _bump_field_row before this call);
+    * the site's bulk norm n = norm[b]: memory n R_z, bulk covariance n (C_z + zeta), cross field
+      sqrt(n) chi, initial form n + u^2/D;
     * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
@@ -376,14 +382,17 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
     kappa = 2.0 * eps / alpha
     a = 0.5 * alpha * eps
     hl = h * lam
-    # cos^2 of the tilt of the growing mode away from bhat, s / (s + C_q): the share of a kick to the
-    # teacher coordinate that comes back to it (the DMFT's R_par is the growth of |A^T bhat|, the
-    # coordinate's own response bhat^T A bhat is R_par cos^2, docs/finite-size.md, section 3)
+    # cos^2 of the tilt of the growing mode away from bhat, s / (s + C_q): an effective factor on the
+    # teacher memory (the networks' bhat^T A bhat is R_par; docs/finite-size.md, sections 3 and 3d)
     tilt = _mode_tilt(phi_hat, C_q, t + 1) if cross else np.ones(t + 1)
     for b in prange(B):
         G = Gam[b]
         DD = dDelta[b]
         DL = dEll[b]
+        # the site's bulk norm n = |x_perp|^2 (1 at D -> inf, docs/finite-size.md, section 3c): the
+        # quadratic sector's memory and covariances scale with n, the cross field with sqrt(n).  The
+        # readout-mean field keeps n = 1: without feature learning (eps = 0) the finite-size terms vanish.
+        nb = norm[b]
         # readout-mean field; xi_b(t) = sum_{j<=t} chol(t,j) g_j is a causal draw from GP(0, C_b)
         mm = 0.0
         for j in range(t + 1):
@@ -396,7 +405,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             G[t, k] = 0.0
         G[t, t] = 1.0
         for tp in range(t):
-            kt = hl * kappa * R_z[t, tp] * Delta[b, tp]
+            kt = hl * kappa * nb * R_z[t, tp] * Delta[b, tp]
             if cross:
                 kt += hl * kappa * u2[b] * inv_dim * R_par[t, tp] * tilt[tp] * Delta[b, tp]
             if kt != 0.0:
@@ -411,7 +420,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             Gc = Gamc[b]
             coeff = np.empty(t)
             for tp in range(t):
-                coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
+                coeff[tp] = hl * kappa * nb * R_z[t, tp] * Delta[b, tp]
             _resolvent_row(Gc, t, coeff)
         # V = Gamma C Gamma^T (bulk: C_z, plus the bump field zeta with finite_size) + u^2 Gc S Gc^T (spike)
         Cbulk = Czs[b] if cross else C_z
@@ -419,17 +428,23 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         vs = np.empty(t + 1)
         _sandwich_row(G, Cbulk, t, vbulk)
         _sandwich_row(Gc, S, t, vs)
+        if nb != 1.0:
+            for t2 in range(t + 1):
+                vbulk[t2] *= nb
         uu = u2[b]
         vz = vbulk.copy()
         vv = vbulk + uu * vs
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
             _sandwich_row(Gc, Cbulk, t, vz)
+            if nb != 1.0:
+                for t2 in range(t + 1):
+                    vz[t2] *= nb
             # cavity field of the cross direction, then p = Gc phi, c = Gc chi at row t
             xc = 0.0
             for j in range(t + 1):
                 xc += chol_q[t, j] * gauss_q[b, j]
-            chi[b, t] = xc
+            chi[b, t] = math.sqrt(nb) * xc
             pt = 0.0
             ct = 0.0
             for k in range(t + 1):
@@ -443,10 +458,13 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             gqgc = np.empty(t + 1)  # (Gc C_q Gc^T)(t, t2): the covariance of c, for the pull
             _sandwich_row(Gc, C_q, t, gqgc)
             for t2 in range(t + 1):
+                gqg[t2] *= nb
+                gqgc[t2] *= nb
+            for t2 in range(t + 1):
                 vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - gqg[t2]
                 vbulk[t2] -= gqg[t2]
         dl = (0.5 * uu + noise * label_noise[b] - alpha * (mm + 0.5 * eps * mm * mm)
-              - a * (vv[t] - 1.0 - uu * inv_dim))
+              - a * (vv[t] - nb - uu * inv_dim))
         Delta[b, t] = dl
         lb = dl * (gamma + kappa * mm)
         ell[b, t] = lb
@@ -489,7 +507,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             g1 = G[t, t1]
             if g1 != 0.0:
                 for t2 in range(t1):
-                    gr[t2] += g1 * R_z[t1, t2]
+                    gr[t2] += g1 * nb * R_z[t1, t2]
                 if cross:
                     g1 *= uu * inv_dim
                     for t2 in range(t1):
@@ -638,9 +656,17 @@ class TwoLayerProblem:
             partners[:, :half], partners[:, half:S] = pick, pick
             omegas[:, :half], omegas[:, half:S] = e, -e
             self.partners, self.omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
+            # bulk norm n = |x_perp|^2 of each sampled site: chi^2_{D-1}/D, here 1 + sqrt(2/D) g (antithetic
+            # with the site's other draws; 1 for the noise-free twins), floored at 1/D (a norm is
+            # positive; the floor is reached with probability < 1e-6 for D >= 50)
+            gn = rng.standard_normal((o.nodes, half))
+            norm = np.ones((o.nodes, per))
+            norm[:, :half], norm[:, half:S] = 1.0 + math.sqrt(2.0 / o.dim) * gn, 1.0 - math.sqrt(2.0 / o.dim) * gn
+            self.bulk_norm = np.ascontiguousarray(np.maximum(norm.reshape(-1), 1.0 / o.dim))
         else:
             self.gauss_q = np.zeros((1, 1))
             self.partners, self.omegas = np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1))
+            self.bulk_norm = np.ones(o.nodes * (S + 1))
         self.label_noise = label.reshape(-1)
         self.weights = weights.reshape(-1)
         self.u = np.repeat(u, per)
@@ -741,16 +767,16 @@ class TwoLayerProblem:
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
             if cross:
                 _bump_field_row(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"],
-                                self.partners, self.omegas, st["bump"])
+                                self.bulk_norm, self.partners, self.omegas, st["bump"])
             _data_side_row(t, o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise, self.u2,
                            self.label_noise, self.gauss, st["chol"], K["R_z"], K["C_z"], S, K["R_b"], st["Gam"], st["dDelta"],
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
                            out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
                            st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
-                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"])
+                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"], self.bulk_norm)
             if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
                 b_tt = np.empty(B)
-                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"], b_tt)
+                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"], self.bulk_norm, b_tt)
                 with np.errstate(all="ignore"):
                     st["bump2"][t] = w @ b_tt**2
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about

@@ -72,7 +72,8 @@ def test_switch_off_is_the_dinf_dmft():
 
 def test_switch_on_without_feature_learning_changes_nothing():
     # eps = 0: kappa = a = 0, and every finite-size term (memory u^2/D R_par, the cross field's
-    # effect on Delta, the readout term a^2 (...)) carries a factor kappa or a.  Round-off level.
+    # effect on Delta, the readout term a^2 (...), the bulk norm n of the quadratic sector) carries a
+    # factor kappa or a.  Round-off level.
     grid = dict(dim=50, dt=0.2, t_max=4.0, nodes=6, samples=8)
     _, K_off, off = _sweep(1.0, 3.0, 0.0, finite_size=False, **grid)
     _, K_on, on = _sweep(1.0, 3.0, 0.0, finite_size=True, **grid)
@@ -82,9 +83,10 @@ def test_switch_on_without_feature_learning_changes_nothing():
 
 
 def test_switch_on_at_huge_dim_is_the_dinf_dmft():
-    # At fixed tau the finite-size terms are O(s) = O(1/D), except the bump field zeta: a zero-mean
-    # per-site field of sd sqrt(2 ratio E[b^2] / D), whose sampled average leaves O(D^-1/2) noise.
-    # Measured max |on - off| (train, test, bulk, mean_norm): D = 1e9: 2.3e-6, 1.5e-6, 3.1e-5, 9.4e-6;
+    # At fixed tau the finite-size terms are O(s) = O(1/D), except the bump field zeta and the bulk
+    # norm n: zero-mean per-site fields of sd sqrt(2 ratio E[b^2] / D) and sqrt(2 / D), whose sampled
+    # averages leave O(D^-1/2) noise.  Measured max |on - off| (train, test, bulk, mean_norm):
+    # D = 1e9: 3.0e-6, 1.7e-6, 5.0e-5, 1.3e-5 (2.3e-6, 1.5e-6, 3.1e-5, 9.4e-6 without the norm);
     # D = 1e11: each / 10.0 (D^-1/2).  Bounds: 2x the measured values, and the D^-1/2 decay.
     dev = {}
     for dim in (10**9, 10**11):
@@ -93,7 +95,7 @@ def test_switch_on_at_huge_dim_is_the_dinf_dmft():
         _, _, on = _sweep(0.5, 2.0, 0.3, finite_size=True, **grid)
         dev[dim] = {name: np.max(np.abs(on[name] - off[name]))
                     for name in ("train_loss", "test_loss", "bulk", "mean_norm")}
-    bound = {"train_loss": 4.5e-6, "test_loss": 3e-6, "bulk": 6e-5, "mean_norm": 2e-5}
+    bound = {"train_loss": 6e-6, "test_loss": 3.5e-6, "bulk": 1e-4, "mean_norm": 2.5e-5}
     for name, b in bound.items():
         assert dev[10**9][name] < b, name
         assert dev[10**11][name] < dev[10**9][name] / 5.0, name  # D^-1/2 or faster (10 measured)
@@ -240,12 +242,13 @@ def test_bad_inputs_are_refused():
 
 def test_finite_size_dmft_against_networks_at_d100():
     """Against 24 exact infinite-width networks at D = 100 (a grokking point, alpha 2, eps 0.05,
-    P/D 5.5, h 0.4, tau <= 60).  Measured, D -> inf DMFT against finite-size DMFT: largest test-loss
-    deviation 0.0775 (6.9 SE) -> 0.028 (2.6 SE); train loss 0.040 (16.4 SE) -> 0.024 (2.8 SE).
-    The cross covariance, an O(1) quantity the D -> inf DMFT sets to zero, is predicted within 15%
-    (DMFT / networks = 1.09, 1.15, 0.97 at tau = 30, 40, 60; 1.33, 1.38, 1.15 before the spike-noise
-    leg of C_q carried the tilt cos^2, docs/finite-size.md, section 2).  Bounds: the finite-size
-    terms must remove 40% of both deviations, and the cross covariance agree within a factor 1.3."""
+    P/D 5.5, h 0.4, tau <= 60).  Measured, D -> inf DMFT against finite-size DMFT, largest deviation in
+    networks' standard errors: test loss 6.9 -> 3.0 SE, train loss 16.4 -> 7.1 SE (2.6 and 2.8 SE
+    without the bulk norm of docs/finite-size.md, section 3c, which raises the late train loss at this
+    small D: tau = 60, +2.4 -> +7.1 SE).  The cross covariance, an O(1) quantity the D -> inf DMFT sets to
+    zero, is predicted within 12% (DMFT / networks = 1.06, 1.12, 0.98 at tau = 30, 40, 60; 1.33, 1.38,
+    1.15 before the spike-noise leg of C_q carried the factor cos^2).  Bounds: the finite-size terms must
+    cut both largest deviations (in SE) by 40%, and the cross covariance agree within a factor 1.3."""
     from dmft.simulator import simulate
 
     alpha, eps, ratio, h, t_max, dim, seeds = 2.0, 0.05, 5.5, 0.4, 60.0, 100, 24
@@ -257,9 +260,10 @@ def test_finite_size_dmft_against_networks_at_d100():
     for name in ("test_loss", "train_loss"):
         per = sim.per_seed[name]
         mean, se = per.mean(axis=0), per.std(axis=0, ddof=1) / math.sqrt(seeds)
-        dev = {fs: np.abs(obs[fs][name] - mean) for fs in (False, True)}
-        assert dev[True].max() < 0.6 * dev[False].max(), name
-        assert np.max(dev[False] / np.maximum(se, 1e-12)) > 5.0, name  # the D -> inf DMFT is clearly off here
+        live = se > 0  # at tau = 0 (f = 0) the test loss is 3/4 for every network: no spread
+        dev = {fs: np.max(np.abs(obs[fs][name] - mean)[live] / se[live]) for fs in (False, True)}
+        assert dev[True] < 0.6 * dev[False], (name, dev)
+        assert dev[False] > 5.0, name  # the D -> inf DMFT is clearly off here
     for t in (30.0, 40.0, 60.0):
         k = int(round(t / h))
         ratio_cross = obs[True]["spike_bulk_cross"][k] / sim.observables["spike_bulk_cross"][k]
@@ -305,3 +309,59 @@ def test_bump_field_has_the_variance_of_the_other_points_bumps():
         ratios.append(np.sum(w[live] * zeta**2) / np.sum(w[live]) / var_model)
         assert abs(np.sum(w[live] * zeta)) / np.sum(w[live]) < 1e-9 * math.sqrt(var_model)
     assert 0.7 < np.mean(ratios) < 1.4, ratios
+
+
+# --------------------------------------------------------------------------- bulk norm of a site
+def test_bulk_norm_draw():
+    # n = |x_perp|^2 per sampled site: antithetic around 1 (mean exactly 1), variance 2/D; the
+    # noise-free twins of the control variate and every site with the switch off have n = 1.
+    opts = dict(dim=200, dt=0.4, t_max=4.0, nodes=8, samples=64, seed=3)
+    on = TwoLayerProblem(TwoLayerModel(1.0, 5.5, 0.02), TwoLayerDMFT(finite_size=True, **opts))
+    off = TwoLayerProblem(TwoLayerModel(1.0, 5.5, 0.02), TwoLayerDMFT(finite_size=False, **opts))
+    live = on.weights > 0
+    n = on.bulk_norm[live]
+    assert abs(n.mean() - 1.0) < 1e-12
+    assert 0.8 < n.var() / (2 / 200) < 1.25, n.var()  # 256 independent pairs: sd of the ratio ~0.09
+    assert np.all(on.bulk_norm[on.twins] == 1.0)
+    assert np.all(off.bulk_norm == 1.0)
+
+
+def test_response_along_a_points_own_input_has_the_networks_spread():
+    """A point's memory is its input's quadratic form in the propagator, x^T A(t,t') x, in the networks
+    (A(t) A(t')^{-1}, 8 exact infinite-width networks at D = 100, alpha 2, eps 0.05, P/D 5.5, h 0.4).
+    In the DMFT it is n (Gamma R_z)(t, t') for a site with bulk norm n = |x_perp|^2.  Its spread over
+    the points with |u| < 1.2 is set by n (sd sqrt(2/D) = 0.14): measured sd, DMFT seeds 0 / 1 against
+    the networks, at (40, 20): 0.188 / 0.166 against 0.183; at (60, 40): 0.138 / 0.117 against 0.134;
+    with n = 1 (the D -> inf site): 0.068 / 0.051 and 0.040 / 0.028.  Means agree within 0.02.
+    Bounds: sd ratio in (0.75, 1.3), means within 0.04."""
+    from dmft.simulator import ReducedNetwork, make_problem
+
+    alpha, eps, ratio, h, dim = 2.0, 0.05, 5.5, 0.4, 100
+    pairs = ((40.0, 20.0), (60.0, 40.0))
+    steps = {t: int(round(t / h)) for pair in pairs for t in pair}
+    net_q = {pair: [] for pair in pairs}
+    for seed in range(8):
+        problem = make_problem(dim, int(ratio * dim), 0.0, np.random.default_rng(seed))
+        net = ReducedNetwork(problem, alpha, eps, eta=h * dim)
+        A = {}
+        for n in range(max(steps.values()) + 1):
+            if n in steps.values():
+                A[n] = net.A.copy()
+            net.step()
+        small = np.abs(problem.X @ problem.bhat) * math.sqrt(dim) < 1.2
+        X = problem.X[small]
+        for t, tp in pairs:
+            prop = np.linalg.solve(A[steps[tp]].T, A[steps[t]].T).T
+            net_q[(t, tp)].append(np.einsum("pi,ij,pj->p", X, prop, X))
+    p, K, _ = _sweep(alpha, ratio, eps, finite_size=True, dim=dim, dt=h, t_max=60.0, nodes=12, samples=16, seed=0)
+    G, w = p.last_pass["Gam"], p.weights
+    sel = (p.u < 1.2) & (w > 0)
+    for t, tp in pairs:
+        a, b = steps[t], steps[tp]
+        later = np.arange(b + 1, a + 1)
+        q = p.bulk_norm * (G[:, a, later] @ K["R_z"][later, b])
+        mean = np.average(q[sel], weights=w[sel])
+        sd = math.sqrt(np.average((q[sel] - mean) ** 2, weights=w[sel]))
+        ref = np.concatenate(net_q[(t, tp)])
+        assert 0.75 < sd / ref.std() < 1.3, (t, tp, sd, ref.std())
+        assert abs(mean - ref.mean()) < 0.04, (t, tp, mean, ref.mean())
