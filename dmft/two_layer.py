@@ -47,8 +47,8 @@ coordinate's own memory (u^2/D) R_par cos^2(tilt) in the resolvent of the bulk p
 (cos^2 an effective factor, docs/finite-size.md section 3); the other memorised points' bumps, a
 per-site random field zeta in the bulk covariance (Cov = 2 ratio E[b b'] / D, b = V - cavity
 covariance) with its test-loss term a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]]; and each site's bulk
-norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances.  :func:`dataset_ensemble` gives
-the spread over training sets of P = ratio D points.
+norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances.
+:func:`dataset_ensemble` gives the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
 averages up to t only: one pass, no iteration) and the damped / accelerated fixed-point
@@ -428,18 +428,16 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         vs = np.empty(t + 1)
         _sandwich_row(G, Cbulk, t, vbulk)
         _sandwich_row(Gc, S, t, vs)
-        if nb != 1.0:
-            for t2 in range(t + 1):
-                vbulk[t2] *= nb
+        for t2 in range(t + 1):
+            vbulk[t2] *= nb
         uu = u2[b]
         vz = vbulk.copy()
         vv = vbulk + uu * vs
         if cross:
             # V_perp of the spike's noise with the spike-cavity resolvent
             _sandwich_row(Gc, Cbulk, t, vz)
-            if nb != 1.0:
-                for t2 in range(t + 1):
-                    vz[t2] *= nb
+            for t2 in range(t + 1):
+                vz[t2] *= nb
             # cavity field of the cross direction, then p = Gc phi, c = Gc chi at row t
             xc = 0.0
             for j in range(t + 1):
