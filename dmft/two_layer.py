@@ -613,6 +613,9 @@ class TwoLayerProblem:
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
         self.last_pass = None
+        # finite_size: keep the bulk variance consistent with the sites' own covariances (section 3e);
+        # switched off only to measure what it does
+        self.site_covariance_rate = True
 
     # samples -------------------------------------------------------------------------
     def _draw_samples(self):
@@ -703,7 +706,7 @@ class TwoLayerProblem:
         B = self.u2.shape[0]
         st = {"Gam": np.zeros((B, T1, T1)), "dDelta": np.zeros((B, T1, T1)), "dEll": np.zeros((B, T1, T1)),
               "m": np.zeros((B, T1)), "Delta": np.full((B, T1), np.nan), "ell": np.zeros((B, T1)),
-              "chol": np.zeros((T1, T1)), "phi": [np.zeros(T1) for _ in range(3)],
+              "chol": np.zeros((T1, T1)), "phi": [np.zeros(T1) for _ in range(3)], "trace_drive": np.zeros(T1),
               "avg": {k: np.zeros((T1, T1)) for k in ("Rhat_z", "Rhat_par", "N_z", "N_par", "N_b", "Rhat_b")}}
         rows = [np.zeros((B, T1)) for _ in range(7)]
         out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp = rows
@@ -719,6 +722,7 @@ class TwoLayerProblem:
             st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
             st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((B, T1, T1)) for _ in range(3))
             st["Czs"], st["bump"], st["bump2"] = np.zeros((B, T1, T1)), np.zeros((B, T1)), np.zeros(T1)
+            st["covariance_drift"] = np.zeros(T1)
             # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
             phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
             C_q = K["C_q"]
@@ -778,7 +782,10 @@ class TwoLayerProblem:
                 with np.errstate(all="ignore"):
                     st["bump2"][t] = w @ b_tt**2
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
+                st["trace_drive"][t] = w @ (st["Delta"][:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
+                if cross and self.site_covariance_rate:
+                    avg["Rhat_z"][t, t] += self._site_covariance_rate(t, st, K["C_z"])
                 avg["Rhat_par"][t, :n] = wu @ (out_Rpar if cross else out_Rz)[:, :n]
                 avg["Rhat_b"][t, :n] = w @ out_Rb[:, :n]
                 if cross:
@@ -839,6 +846,28 @@ class TwoLayerProblem:
             corr["N_z"] += mdl.lam * kappa2 * wn * dd * out_V[tw, :n]
             corr["N_par"] += mdl.lam * kappa2 * wn * self.u2[tw] * dd * out_Vperp[tw, :n]
         return corr
+
+    def _site_covariance_rate(self, t, st, C_z):
+        """Equal-time rate of the bulk coordinate that keeps its variance consistent with the sites'
+        own covariances (finite_size; docs/finite-size.md, section 3e).
+
+        The bulk variance grows by the coordinate's covariance with the fields of the points that
+        kick it: its first-order drift is kappa E[Delta(t) (Gamma C_site)(t,t)] + (memory term), where
+        a site's own bulk covariance is C_site = n (C_z + zeta) (bulk norm n, bump field zeta).  The
+        response term Rhat_z * C_z = kappa E[Delta Gamma] C_z has the common C_z instead, and the two
+        differ because a site's residual is correlated with its own zeta and n (Delta contains
+        -a n zeta): the excess X(t) = kappa E[Delta(t) (Gamma (n (C_z + zeta) - C_z))(t,t)] < 0 is the
+        trace of the other points' reaction to the memorised bumps (section 3d).  It is added as a
+        rate X / C_z(t,t) to Rhat_z(t,t): exact for the equal-time drift (this part of the networks'
+        sum rule, :meth:`trace_sum_rule`); as a rate it also slows the response R_z, i.e. it shrinks
+        every point's memory in proportion to the memory, the mean-field form of the reaction (the
+        networks' reaction is stronger for larger bumps).  X = O(1/D)."""
+        n = t + 1
+        site = st["Czs"][:, :n, t] * self.bulk_norm[:, None] - C_z[None, :n, t]
+        excess = np.einsum("bk,bk->b", st["Gam"][:, t, :n], site)
+        X = self.model.kappa * float(self.weights @ (st["Delta"][:, t] * excess))
+        st["covariance_drift"][t] = X
+        return X / max(C_z[t, t], 1e-300)
 
     def _weight_side_row(self, t, avg, K, phis):
         h = self.options.dt
@@ -923,6 +952,38 @@ class TwoLayerProblem:
                     mdl.alpha, mdl.eps, mdl.ratio, o.dim, Cz, self.last_pass["bump2"])
             out["spike_bulk_cross"] = s * Cq
         return out
+
+    def trace_sum_rule(self, K) -> dict:
+        """Both sides of the exact trace sum rule, from kernels K and the last pass over them.
+
+        In the networks, with A(t) the common linear map of the neurons (w_i(t) = A w_i(0) + b),
+        Euler steps of the loss give exactly d tr(A A^T)/D / dtau = 2 kappa E_mu[Delta_mu V_mu] + O(h),
+        V_mu = x_mu^T A A^T x_mu, whatever D.  In the DMFT tr(A A^T)/D = C_z(t,t) + s(t,t) and each
+        weight-side process grows by twice its first-order drift E[theta(t) (xi(t) + sum Rhat theta)]:
+
+            weight_side(t) = sum_{t''<=t} Rhat_z(t,t'') C_z(t'',t) + h sum_{s<t} R_z(t,s) N_z(s,t)
+                             + (the same for z_par) / D
+            data_side(t)   = kappa E[Delta(t) V(t,t)]          (the sites' own average)
+
+        The D -> inf DMFT satisfies it to O(h) (1% at c1, h = 0.4); ``finite_size`` terms that change
+        a site's V must come with their weight-side counterpart, and the difference shows where they
+        do not (docs/finite-size.md, section 3e).  Returns tau, weight_side, data_side (per unit tau,
+        halved)."""
+        if self.last_pass is None:
+            self.update(K)
+        st, h, D = self.last_pass, self.options.dt, self.options.dim
+        avg = st["avg"]
+
+        def drift(Rhat, N, R, C):
+            out = np.zeros(self.T1)
+            for t in range(self.T1):
+                out[t] = Rhat[t, : t + 1] @ C[: t + 1, t] + h * (R[t, :t] @ N[:t, t])
+            return out
+
+        weight = (drift(avg["Rhat_z"], avg["N_z"], K["R_z"], K["C_z"])
+                  + drift(avg["Rhat_par"], avg["N_par"], K["R_par"], K["C_par"]) / D)
+        return {"tau": self.tau.copy(), "weight_side": weight,
+                "data_side": self.model.kappa * st["trace_drive"].copy()}
 
     def observables(self, kernels) -> dict:
         if self.last_pass is None:

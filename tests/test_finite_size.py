@@ -9,6 +9,9 @@ What is checked against what:
   D = 200 against D = 3200), and spike_bulk_cross = s C_q falls like s^2 ~ D^-2;
 * the causal sweep with the switch on is a fixed point of the map ``update`` (all eight kernels),
   and the map really depends on C_q and R_q;
+* the exact trace sum rule of the networks, d tr(A A^T)/D / dtau = 2 kappa E[Delta V]: the D -> inf
+  DMFT obeys it to O(h), and the site-covariance rate removes a measured share of the violation
+  the finite-size terms bring (what is left is documented in docs/finite-size.md, section 3e);
 * readout: ``population_test_loss + cross_test_correction`` against the exact population loss
   ``dmft.lazy.quadratic_population_loss`` of the quadratic predictor for an explicit D x D
   second-moment matrix with a spike-bulk cross part (no sweep involved);
@@ -86,8 +89,9 @@ def test_switch_on_at_huge_dim_is_the_dinf_dmft():
     # At fixed tau the finite-size terms are O(s) = O(1/D), except the bump field zeta and the bulk
     # norm n: zero-mean per-site fields of sd sqrt(2 ratio E[b^2] / D) and sqrt(2 / D), whose sampled
     # averages leave O(D^-1/2) noise.  Measured max |on - off| (train, test, bulk, mean_norm):
-    # D = 1e9: 3.0e-6, 1.7e-6, 5.0e-5, 1.3e-5 (2.3e-6, 1.5e-6, 3.1e-5, 9.4e-6 without the norm);
-    # D = 1e11: each / 10.0 (D^-1/2).  Bounds: 2x the measured values, and the D^-1/2 decay.
+    # D = 1e9: 3.5e-6, 3.8e-6, 1.8e-5, 1.7e-5 with the site-covariance rate of section 3e, itself
+    # 7.5e-6 there (3.0e-6, 1.7e-6, 5.0e-5, 1.3e-5 before it; 2.3e-6, 1.5e-6, 3.1e-5, 9.4e-6 without
+    # the norm); D = 1e11: each / 10.0 (D^-1/2).  Bounds: 2x the measured values, and the D^-1/2 decay.
     dev = {}
     for dim in (10**9, 10**11):
         grid = dict(dim=dim, dt=0.2, t_max=3.0, nodes=8, samples=8)
@@ -95,7 +99,7 @@ def test_switch_on_at_huge_dim_is_the_dinf_dmft():
         _, _, on = _sweep(0.5, 2.0, 0.3, finite_size=True, **grid)
         dev[dim] = {name: np.max(np.abs(on[name] - off[name]))
                     for name in ("train_loss", "test_loss", "bulk", "mean_norm")}
-    bound = {"train_loss": 6e-6, "test_loss": 3.5e-6, "bulk": 1e-4, "mean_norm": 2.5e-5}
+    bound = {"train_loss": 7e-6, "test_loss": 7.5e-6, "bulk": 1e-4, "mean_norm": 3.5e-5}
     for name, b in bound.items():
         assert dev[10**9][name] < b, name
         assert dev[10**11][name] < dev[10**9][name] / 5.0, name  # D^-1/2 or faster (10 measured)
@@ -147,6 +151,46 @@ def test_finite_size_sweep_is_a_fixed_point_of_the_map():
         G = p.update(bent)
         moved = {k: np.max(np.abs(G[k] - K[k])) / (np.max(np.abs(K[k])) + 1e-300) for k in K}
         assert min(moved[k] for k in moves) > 1e-4, (name, moved)
+
+
+# --------------------------------------------------------------------------- trace sum rule
+def _sum_rule_residual(finite_size, rate=True, dim=400):
+    """weight side - data side of the exact trace sum rule (TwoLayerProblem.trace_sum_rule), c1-like
+    (alpha 1, eps 0.02, P/D 5.5, h 0.4) through the grokking drop, tau <= 100."""
+    p = TwoLayerProblem(TwoLayerModel(1.0, 5.5, 0.02), TwoLayerDMFT(
+        dim=dim, dt=0.4, t_max=100.0, nodes=12, samples=16, seed=0, finite_size=finite_size))
+    p.site_covariance_rate = rate
+    K, msg = p.sweep()
+    assert msg is None, msg
+    r = p.trace_sum_rule(K)
+    return r["tau"], r["weight_side"] - r["data_side"], r["data_side"]
+
+
+def test_dinf_dmft_obeys_the_exact_trace_sum_rule():
+    # In the networks d tr(A A^T)/D / dtau = 2 kappa E[Delta V] exactly (measured on 32 networks at
+    # D = 400: ratio of the two 0.077-0.085 over tau = 40-120 for 2 kappa = 0.08, the spread being
+    # finite differences on the recording grid).  The D -> inf DMFT builds its weight side from
+    # site averages and must satisfy it up to the O(h) of its Euler steps: measured largest
+    # |weight - data| 1.45% of the largest drift (0.0075 at tau = 60, drift 0.52).  Bound 3%.
+    _, res, data = _sum_rule_residual(False)
+    assert np.max(np.abs(res)) < 0.03 * np.max(np.abs(data)), np.max(np.abs(res))
+
+
+def test_site_covariance_rate_restores_part_of_the_sum_rule():
+    # finite_size changes each site's V (bump field zeta, bulk norm n, cross field chi), and the sites'
+    # residuals are correlated with those parts, so the bulk variance must grow by kappa E[Delta n
+    # Gamma (C_z + zeta)] and not by Rhat_z * C_z (docs/finite-size.md, section 3e).  Measured
+    # (D = 400, 12 x 16 samples), largest |weight - data| over tau >= 60: 0.026 without the rate,
+    # 0.018 with it (tau = 100: 0.022 -> 0.012); at 16 x 32 samples 0.052 -> 0.035.  What is left is the
+    # cross direction's part (section 3e: its weight-side counterpart is not derived).  Bounds: the
+    # rate must cut the late violation by 15% or more, and the violation with finite_size stays
+    # larger than the D -> inf DMFT's (a check that the comparison is not vacuous).
+    tau, off, _ = _sum_rule_residual(True, rate=False)
+    _, on, data = _sum_rule_residual(True, rate=True)
+    late = tau >= 60.0
+    worst_off, worst_on = np.max(np.abs(off[late])), np.max(np.abs(on[late]))
+    assert worst_on < 0.85 * worst_off, (worst_on, worst_off)
+    assert worst_off > 0.03 * np.max(np.abs(data)), worst_off
 
 
 # --------------------------------------------------------------------------- readout
@@ -243,12 +287,14 @@ def test_bad_inputs_are_refused():
 def test_finite_size_dmft_against_networks_at_d100():
     """Against 24 exact infinite-width networks at D = 100 (a grokking point, alpha 2, eps 0.05,
     P/D 5.5, h 0.4, tau <= 60).  Measured, D -> inf DMFT against finite-size DMFT, largest deviation in
-    networks' standard errors: test loss 6.9 -> 3.0 SE, train loss 16.4 -> 7.1 SE (2.6 and 2.8 SE
-    without the bulk norm of docs/finite-size.md, section 3c, which raises the late train loss at this
-    small D: tau = 60, +2.4 -> +7.1 SE).  The cross covariance, an O(1) quantity the D -> inf DMFT sets to
-    zero, is predicted within 12% (DMFT / networks = 1.06, 1.12, 0.98 at tau = 30, 40, 60; 1.33, 1.38,
-    1.15 before the spike-noise leg of C_q carried the factor cos^2).  Bounds: the finite-size terms must
-    cut both largest deviations (in SE) by 40%, and the cross covariance agree within a factor 1.3."""
+    networks' standard errors: test loss 6.9 -> 1.6 SE, train loss 16.4 -> 4.5 SE (3.0 and 7.1 SE
+    before the site-covariance rate of docs/finite-size.md, section 3e; 2.6 and 2.8 SE without the bulk
+    norm of section 3c, which raises the late train loss at this small D).  The cross covariance, an
+    O(1) quantity the D -> inf DMFT sets to zero, is predicted within 18% (DMFT / networks = 1.07,
+    1.18, 1.16 at tau = 30, 40, 60; 1.06, 1.12, 0.98 before the rate; 1.33, 1.38, 1.15 before the
+    spike-noise leg of C_q carried the factor cos^2).  Bounds: the finite-size terms must cut both
+    largest deviations (in SE) by 40%, the test loss must be within 2.5 SE, and the cross covariance
+    agree within a factor 1.3."""
     from dmft.simulator import simulate
 
     alpha, eps, ratio, h, t_max, dim, seeds = 2.0, 0.05, 5.5, 0.4, 60.0, 100, 24
@@ -264,6 +310,8 @@ def test_finite_size_dmft_against_networks_at_d100():
         dev = {fs: np.max(np.abs(obs[fs][name] - mean)[live] / se[live]) for fs in (False, True)}
         assert dev[True] < 0.6 * dev[False], (name, dev)
         assert dev[False] > 5.0, name  # the D -> inf DMFT is clearly off here
+        if name == "test_loss":
+            assert dev[True] < 2.5, dev
     for t in (30.0, 40.0, 60.0):
         k = int(round(t / h))
         ratio_cross = obs[True]["spike_bulk_cross"][k] / sim.observables["spike_bulk_cross"][k]
@@ -332,8 +380,11 @@ def test_response_along_a_points_own_input_has_the_networks_spread():
     In the DMFT it is n (Gamma R_z)(t, t') for a site with bulk norm n = |x_perp|^2.  Its spread over
     the points with |u| < 1.2 is set by n (sd sqrt(2/D) = 0.14): measured sd, DMFT seeds 0 / 1 against
     the networks, at (40, 20): 0.188 / 0.166 against 0.183; at (60, 40): 0.138 / 0.117 against 0.134;
-    with n = 1 (the D -> inf site): 0.068 / 0.051 and 0.040 / 0.028.  Means agree within 0.02.
-    Bounds: sd ratio in (0.75, 1.3), means within 0.04."""
+    with n = 1 (the D -> inf site): 0.068 / 0.051 and 0.040 / 0.028.  Means: 1.166 / 1.194 against
+    1.219 and 0.923 / 0.930 against 0.965 (2-4% low; 1.200 / 1.209 and 0.950 / 0.954 without the
+    site-covariance rate of docs/finite-size.md section 3e, which shrinks every point's memory in
+    proportion, the mean-field form of the other points' reaction: at this small D it takes 2-3% too
+    much from the small-|u| points).  Bounds: sd ratio in (0.75, 1.3), means within 0.07."""
     from dmft.simulator import ReducedNetwork, make_problem
 
     alpha, eps, ratio, h, dim = 2.0, 0.05, 5.5, 0.4, 100
@@ -364,4 +415,4 @@ def test_response_along_a_points_own_input_has_the_networks_spread():
         sd = math.sqrt(np.average((q[sel] - mean) ** 2, weights=w[sel]))
         ref = np.concatenate(net_q[(t, tp)])
         assert 0.75 < sd / ref.std() < 1.3, (t, tp, sd, ref.std())
-        assert abs(mean - ref.mean()) < 0.04, (t, tp, mean, ref.mean())
+        assert abs(mean - ref.mean()) < 0.07, (t, tp, mean, ref.mean())
