@@ -47,7 +47,9 @@ coordinate's own memory (u^2/D) R_par cos^2(tilt) in the resolvent of the bulk p
 (cos^2 an effective factor, docs/finite-size.md section 3); the other memorised points' bumps, a
 per-site random field zeta in the bulk covariance (Cov = 2 ratio E[b b'] / D, b = V - cavity
 covariance) with its test-loss term a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]]; and each site's bulk
-norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances.
+norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances; with
+these per-site fields the bulk variance grows by each site's own covariance, kappa E[Delta Gamma
+n (C_z + zeta)], a rate on Rhat_z(t,t) (the networks' trace sum rule, :meth:`TwoLayerProblem.trace_sum_rule`).
 :func:`dataset_ensemble` gives the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
