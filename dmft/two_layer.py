@@ -967,7 +967,7 @@ class TwoLayerProblem:
                              + (the same for z_par) / D
             data_side(t)   = kappa E[Delta(t) V(t,t)]          (the sites' own average)
 
-        The D -> inf DMFT satisfies it to O(h) (1% at c1, h = 0.4); ``finite_size`` terms that change
+        The D -> inf DMFT satisfies it to O(h) (1.5% at c1, h = 0.4); ``finite_size`` terms that change
         a site's V must come with their weight-side counterpart, and the difference shows where they
         do not (docs/finite-size.md, section 3e).  Returns tau, weight_side, data_side (per unit tau,
         halved)."""
