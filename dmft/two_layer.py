@@ -724,7 +724,6 @@ class TwoLayerProblem:
             st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
             st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((B, T1, T1)) for _ in range(3))
             st["Czs"], st["bump"], st["bump2"] = np.zeros((B, T1, T1)), np.zeros((B, T1)), np.zeros(T1)
-            st["covariance_drift"] = np.zeros(T1)
             # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
             phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
             C_q = K["C_q"]
@@ -868,7 +867,6 @@ class TwoLayerProblem:
         site = st["Czs"][:, :n, t] * self.bulk_norm[:, None] - C_z[None, :n, t]
         excess = np.einsum("bk,bk->b", st["Gam"][:, t, :n], site)
         X = self.model.kappa * float(self.weights @ (st["Delta"][:, t] * excess))
-        st["covariance_drift"][t] = X
         return X / max(C_z[t, t], 1e-300)
 
     def _weight_side_row(self, t, avg, K, phis):
