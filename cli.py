@@ -88,8 +88,9 @@ def main():
               help="Independent sampling seeds used to estimate the Monte-Carlo error bars (two-layer; 1 = none).")
 @click.option("--finite-size", is_flag=True,
               help="Two-layer: add the finite-D terms (spike-bulk cross covariance, the teacher coordinate's own "
-                   "memory, the other memorised points' bumps, each point's input norm, the bulk variance they "
-                   "imply; docs/finite-size.md) for networks at D = --dim.  Off: the D -> inf DMFT.  ~4x slower.")
+                   "memory, the other memorised points' bumps and their reaction to each point's own bump, each "
+                   "point's input norm, the bulk variance they imply; docs/finite-size.md) for networks at "
+                   "D = --dim.  Off: the D -> inf DMFT.  ~4x slower.")
 @click.option("--datasets", type=int, default=0, show_default=True,
               help="Two-layer: also solve this many training-set replicas (P = ratio*dim points) and report "
                    "the spread over training sets (sd, 16/84% bands, grokking times).  Each costs one sweep.")

@@ -49,7 +49,9 @@ per-site random field zeta in the bulk covariance (Cov = 2 ratio E[b b'] / D, b 
 covariance) with its test-loss term a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]]; and each site's bulk
 norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances; with
 these per-site fields the bulk variance grows by each site's own covariance, kappa E[Delta Gamma
-n (C_z + zeta)], a rate on Rhat_z(t,t) (the networks' trace sum rule, :meth:`TwoLayerProblem.trace_sum_rule`).
+n (C_z + zeta)], a rate on Rhat_z(t,t) (the networks' trace sum rule, :meth:`TwoLayerProblem.trace_sum_rule`);
+and the other points' reaction to a site's own bump b, an extra residual -2 a ratio b / D in the
+kicks that build the site's memory (:func:`reaction_residual`).
 :func:`dataset_ensemble` gives the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
@@ -81,7 +83,7 @@ from .params import (
 )
 
 __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "population_test_loss",
-           "cross_test_correction", "bump_test_correction",
+           "cross_test_correction", "bump_test_correction", "reaction_residual",
            "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
@@ -99,6 +101,9 @@ _STATE_MATRICES = 3
 _CROSS_MATRICES = 5
 # other training points drawn per site to sample its bump field zeta
 _BUMP_PARTNERS = 512
+# E[(e^2 - 1) e^2] for e ~ N(0, 1): the anisotropic part of the other points' reaction to a bump
+# (reaction_residual, docs/finite-size.md section 3d)
+_REACTION = 2.0
 # The data-side kernels are compiled without fastmath: with reassociation, a kernel compiled in the
 # running process and the same kernel loaded from Numba's cache round differently, and the
 # finite-size sampling (the bump field) amplifies that to ~1e-5 relative in the kernels, so a
@@ -124,7 +129,8 @@ class TwoLayerDMFT:
               (the learned direction is bhat plus an O(1) random bulk component, which the D -> inf
               equations drop), the teacher coordinate's own memory (u^2/D) R_par, and the other
               memorised points' bumps seen by each point (a per-site random field, and its
-              test-loss term).  At fixed tau they vanish as D -> inf (about like 1/D: s(tau) ~ 1/D;
+              test-loss term) and their reaction to each point's own bump.  At fixed tau they vanish
+              as D -> inf (about like 1/D: s(tau) ~ 1/D;
               the bump field's sampling noise like D^-1/2), but not at fixed s, so they matter at
               the D of simulations.  Off: the D -> inf DMFT, unchanged (to round-off).
     """
@@ -205,6 +211,22 @@ def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
     a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]].  The rank-one cross part is in cross_test_correction."""
     a = alpha * eps / 2.0
     return a * a * 2.0 / dim * ((np.asarray(C_z_diag) - 1.0) ** 2 + ratio * np.asarray(bump2))
+
+
+def reaction_residual(alpha, eps, ratio, dim, bump):
+    """Effective residual of the other points' reaction to each site's own memorised bump (finite_size).
+
+    A memorised point mu leaves a bump b_mu along its input in A A^T.  Every other point nu sees it
+    through (x_nu.xhat_mu)^2 = e^2 / D, e ~ N(0, 1), and its residual moves by -a b_mu e^2 / D.  The mean
+    part, -a b_mu / D, is in the bulk variance C_z (the mean field).  The rest, -a b_mu (e^2 - 1) / D, is
+    correlated with nu's kick along x_mu, c delta Delta_nu e^2 V_mu / D; with E[(e^2 - 1) e^2] = 2 and
+    P = ratio D points it acts on mu's own memory as the extra residual
+
+        Delta_react = -2 a ratio b / D,      a = alpha eps / 2
+
+    (docs/finite-size.md, section 3d), for every site at one time (bump: b(t, t) per site).  Zero at
+    eps = 0, O(1/D), large for the large-|u| points whose bump is ~u^2 / (2 a)."""
+    return -_REACTION * 0.5 * alpha * eps * ratio / dim * np.asarray(bump)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -348,7 +370,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
                    out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp,
                    cross, phi_hat, C_q, chol_q, gauss_q, chi, p_spk, c_spk, out_Rq, out_pull,
-                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull, Czs, norm):
+                   R_par, Gamc, out_Rpar, dDv, dEv, Vfull, Czs, norm, react):
     """Advance every data-side site from t-1 to t (in parallel over sites).
 
     Per site: m(t), the row t of the neuron resolvent Gamma, the covariances V(t, t2) and
@@ -372,6 +394,9 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
       (filled by _bump_field_row before this call);
     * the site's bulk norm n = norm[b]: memory n R_z, bulk covariance n (C_z + zeta), cross field
       sqrt(n) chi, initial form n + u^2/D;
+    * the other points' reaction to the site's own bump: its past kicks in the memory (Gamma and Gc)
+      carry Delta + react, react = -2 a ratio b / D (:func:`reaction_residual`, b the site's bump,
+      filled after each row; zero without finite_size);
     * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
@@ -407,7 +432,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             G[t, k] = 0.0
         G[t, t] = 1.0
         for tp in range(t):
-            kt = hl * kappa * nb * R_z[t, tp] * Delta[b, tp]
+            kt = hl * kappa * nb * R_z[t, tp] * (Delta[b, tp] + react[b, tp])
             if cross:
                 kt += hl * kappa * u2[b] * inv_dim * R_par[t, tp] * tilt[tp] * Delta[b, tp]
             if kt != 0.0:
@@ -422,7 +447,7 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             Gc = Gamc[b]
             coeff = np.empty(t)
             for tp in range(t):
-                coeff[tp] = hl * kappa * nb * R_z[t, tp] * Delta[b, tp]
+                coeff[tp] = hl * kappa * nb * R_z[t, tp] * (Delta[b, tp] + react[b, tp])
             _resolvent_row(Gc, t, coeff)
         # V = Gamma C Gamma^T (bulk: C_z, plus the bump field zeta with finite_size) + u^2 Gc S Gc^T (spike)
         Cbulk = Czs[b] if cross else C_z
@@ -618,6 +643,9 @@ class TwoLayerProblem:
         # finite_size: keep the bulk variance consistent with the sites' own covariances (section 3e);
         # switched off only to measure what it does
         self.site_covariance_rate = True
+        # finite_size: the other points' reaction to each site's own bump (section 3d);
+        # switched off only to measure what it does
+        self.bump_reaction = True
 
     # samples -------------------------------------------------------------------------
     def _draw_samples(self):
@@ -737,6 +765,7 @@ class TwoLayerProblem:
             C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
         st["train_cv"] = np.zeros(T1)
+        st["react"] = np.zeros((B, T1))
         avg = st["avg"]
         S = np.zeros((T1, T1)) if sweep else np.ascontiguousarray(K["C_par"] / o.dim)
         w, wu = self.weights, self.weights * self.u2
@@ -776,12 +805,14 @@ class TwoLayerProblem:
                            st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
                            out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
                            st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
-                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"], self.bulk_norm)
+                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"], self.bulk_norm, st["react"])
             if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
                 b_tt = np.empty(B)
                 _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"], self.bulk_norm, b_tt)
                 with np.errstate(all="ignore"):
                     st["bump2"][t] = w @ b_tt**2
+                    if self.bump_reaction:
+                        st["react"][:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
                 st["trace_drive"][t] = w @ (st["Delta"][:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
