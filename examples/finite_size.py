@@ -7,12 +7,12 @@ exact infinite-width network (``dmft.simulate``, width = inf, seeds 1000, 1001, 
 * the D -> inf DMFT (``finite_size=False``; D enters only through the spike seed 1/D), and
 * the finite-size DMFT (``finite_size=True``, docs/finite-size.md),
 
-both averaged over ``DMFT_SEEDS`` sampling seeds of 16 x ``DMFT_SAMPLES`` sites, and tabulates the largest deviation over time,
-also in units of the simulation's standard error.  At D = 200 it also runs ``DATASETS`` training-set
+both averaged over ``DMFT_SEEDS`` sampling seeds of 16 x ``DMFT_SAMPLES`` sites, and tabulates the
+largest deviation over time, also in units of the simulation's standard error.  At D = 200 it also runs ``DATASETS`` training-set
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
 spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
 
-    python examples/finite_size.py              # ~25 min on 2 cores with the networks cached, ~60 min without
+    python examples/finite_size.py              # ~40 min on 2 cores with the networks cached, ~80 min without
     python examples/finite_size.py --cases c1 --dims 200
 
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
@@ -44,9 +44,9 @@ CASES = {
 SIM_SEEDS = {200: 32, 400: 48, 800: 10}
 FIRST_SEED = 1000
 DMFT_SEEDS = 4  # the bump field's sampling noise (docs/finite-size.md, section 5) needs a few
-# sites per quadrature node: 64 instead of 32 cuts the finite-size DMFT's run-to-run sd of the late train
-# loss about 2-3x (g2, D = 400, tau = 80: 0.0021 at 16 x 32, 0.0007 at 32 x 64), which is otherwise
-# larger than the networks' standard error (0.0003)
+# sites per quadrature node: 64 instead of 32 cuts the finite-size DMFT's run-to-run sd of the train loss
+# (g2, D = 400, largest over tau: 0.0038 at 16 x 32, 0.0016 at 16 x 64), which is still larger than the
+# networks' late standard error (0.0003)
 DMFT_SAMPLES = 64
 DATASETS = 16
 CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
