@@ -17,8 +17,11 @@ spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures
 
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
 ``<case>_D<D>_s<seed>_n<count>.h5`` found there is used, and only missing seeds are simulated.
+Each DMFT run's curves are cached under ``--dmft-cache`` (default ``out/dmft_runs``), keyed by a hash
+of the source of ``dmft/`` and ``solvers/``, so rerunning with more ``--dmft-seeds`` only adds seeds.
 """
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -71,21 +74,45 @@ def simulations(case, dim, cache: Path):
     return runs[0].tau, per_seed
 
 
-def dmft_curves(case, dim, finite_size):
+def _source_hash():
+    """Hash of the DMFT's source (dmft/, solvers/): cached DMFT runs of other code versions are not reused."""
+    h = hashlib.sha1()
+    for path in sorted([*(ROOT / "dmft").glob("*.py"), *(ROOT / "solvers").glob("*.py")]):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def dmft_curves(case, dim, finite_size, cache: Path | None = None):
+    """Mean and sd over DMFT_SEEDS sampling seeds of the DMFT's curves; each seed's curves are cached
+    under ``cache`` (keyed by the source hash of dmft/ and solvers/) and reused."""
     c = CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
-    out, t0 = [], time.perf_counter()
+    out, seconds, fresh = [], 0.0, 0
+    tag = _source_hash()
     for seed in range(DMFT_SEEDS):
+        name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_16x{DMFT_SAMPLES}_s{seed}_{tag}.npz"
+        if cache is not None and (cache / name).exists():
+            with np.load(cache / name) as f:
+                out.append({k: f[k] for k in f.files})
+            continue
+        t0 = time.perf_counter()
         p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=16, samples=DMFT_SAMPLES,
                                                 seed=seed, finite_size=finite_size))
         K, msg = p.sweep()
         if msg:
             raise RuntimeError(f"{case} D={dim}: {msg}")
-        out.append(p.observables_from(K, p.last_pass["Delta"]))
-    seconds = (time.perf_counter() - t0) / DMFT_SEEDS
+        o = {k: np.asarray(v) for k, v in p.observables_from(K, p.last_pass["Delta"]).items() if np.ndim(v) >= 1}
+        seconds += time.perf_counter() - t0
+        fresh += 1
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / (name + ".tmp.npz")
+            np.savez(tmp, **o)
+            os.replace(tmp, cache / name)
+        out.append(o)
     mean = {k: np.mean([o[k] for o in out], axis=0) for k in out[0] if k != "tau"}
     sd = {k: np.std([o[k] for o in out], axis=0, ddof=1) for k in out[0] if k != "tau"}
-    return out[0]["tau"], mean, sd, seconds
+    return out[0]["tau"], mean, sd, (seconds / fresh if fresh else float("nan"))
 
 
 def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
@@ -112,11 +139,16 @@ def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
 
 
 def main():
+    global DMFT_SEEDS
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="c1,g2")
     ap.add_argument("--dims", default="200,400,800")
     ap.add_argument("--sim-cache", default=str(ROOT / "out" / "sims"))
+    ap.add_argument("--dmft-seeds", type=int, default=DMFT_SEEDS, help="sampling seeds averaged per curve")
+    ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
+                    help="per-seed DMFT curves, reused while dmft/ and solvers/ are unchanged ('' to disable)")
     args = ap.parse_args()
+    DMFT_SEEDS = args.dmft_seeds
     dims = [int(d) for d in args.dims.split(",")]
     table_path = ROOT / "data" / "finite_size.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
@@ -135,11 +167,11 @@ def main():
                 ax.fill_between(tau_s, sim_mean[name] - 2 * sim_se[name], sim_mean[name] + 2 * sim_se[name],
                                 color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean +- 2 SE)")
             for finite in (False, True):
-                tau_d, mean, sd, seconds = dmft_curves(case, dim, finite)
+                tau_d, mean, sd, seconds = dmft_curves(case, dim, finite, Path(args.dmft_cache) if args.dmft_cache else None)
                 key = "finite_size" if finite else "d_inf"
                 entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name, sd)
                               for name in ("train_loss", "test_loss")}
-                entry[key]["seconds_per_run"] = seconds
+                entry[key]["seconds_per_run"] = seconds if np.isfinite(seconds) else None  # None: all cached
                 entry[key]["max_dmft_sd"] = {n: float(np.max(sd[n])) for n in ("train_loss", "test_loss")}
                 style = "-" if finite else ":"
                 for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
