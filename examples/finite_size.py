@@ -82,14 +82,14 @@ def _source_hash():
     return h.hexdigest()[:10]
 
 
-def dmft_curves(case, dim, finite_size, cache: Path | None = None):
-    """Mean and sd over DMFT_SEEDS sampling seeds of the DMFT's curves; each seed's curves are cached
+def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None):
+    """Mean and sd over ``seeds`` sampling seeds of the DMFT's curves; each seed's curves are cached
     under ``cache`` (keyed by the source hash of dmft/ and solvers/) and reused."""
     c = CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
     out, seconds, fresh = [], 0.0, 0
     tag = _source_hash()
-    for seed in range(DMFT_SEEDS):
+    for seed in range(seeds):
         name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_16x{DMFT_SAMPLES}_s{seed}_{tag}.npz"
         if cache is not None and (cache / name).exists():
             with np.load(cache / name) as f:
@@ -115,10 +115,10 @@ def dmft_curves(case, dim, finite_size, cache: Path | None = None):
     return out[0]["tau"], mean, sd, (seconds / fresh if fresh else float("nan"))
 
 
-def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
+def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None, dmft_seeds=DMFT_SEEDS):
     """Largest deviation of a DMFT curve from the networks' seed mean, in units of the networks'
-    standard error and (with dmft_sd, the sd over DMFT_SEEDS sampling seeds) of the combined error
-    sqrt(SE^2 + sd^2 / DMFT_SEEDS) of the difference."""
+    standard error and (with dmft_sd, the sd over dmft_seeds sampling seeds) of the combined error
+    sqrt(SE^2 + sd^2 / dmft_seeds) of the difference."""
     idx = np.rint(tau_sim / (tau_dmft[1] - tau_dmft[0])).astype(int)
     sim = per_seed[name].mean(axis=0)
     se = per_seed[name].std(axis=0, ddof=1) / np.sqrt(per_seed[name].shape[0])
@@ -130,7 +130,7 @@ def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
            "final_dev": float(dev[-1]), "final_sim_se": float(se[-1]),
            "within_2se_fraction": float(np.mean(ratio <= 2.0))}
     if dmft_sd is not None:
-        comb = np.sqrt(se**2 + dmft_sd[name][idx] ** 2 / DMFT_SEEDS)
+        comb = np.sqrt(se**2 + dmft_sd[name][idx] ** 2 / dmft_seeds)
         rc = np.abs(dev) / np.maximum(comb, 1e-12)
         out.update({"max_dev_over_combined_se": float(rc.max()),
                     "tau_of_max_over_combined_se": float(tau_sim[int(np.argmax(rc))]),
@@ -139,7 +139,6 @@ def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None):
 
 
 def main():
-    global DMFT_SEEDS
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="c1,g2")
     ap.add_argument("--dims", default="200,400,800")
@@ -148,7 +147,6 @@ def main():
     ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
                     help="per-seed DMFT curves, reused while dmft/ and solvers/ are unchanged ('' to disable)")
     args = ap.parse_args()
-    DMFT_SEEDS = args.dmft_seeds
     dims = [int(d) for d in args.dims.split(",")]
     table_path = ROOT / "data" / "finite_size.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
@@ -159,7 +157,7 @@ def main():
         for k, dim in enumerate(dims):
             print(f"{case} D={dim}", flush=True)
             tau_s, per_seed = simulations(case, dim, Path(args.sim_cache))
-            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": DMFT_SEEDS}
+            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": args.dmft_seeds}
             color = f"C{k}"
             sim_mean = {n: per_seed[n].mean(axis=0) for n in CURVES}
             sim_se = {n: per_seed[n].std(axis=0, ddof=1) / np.sqrt(per_seed[n].shape[0]) for n in CURVES}
@@ -167,9 +165,10 @@ def main():
                 ax.fill_between(tau_s, sim_mean[name] - 2 * sim_se[name], sim_mean[name] + 2 * sim_se[name],
                                 color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean +- 2 SE)")
             for finite in (False, True):
-                tau_d, mean, sd, seconds = dmft_curves(case, dim, finite, Path(args.dmft_cache) if args.dmft_cache else None)
+                tau_d, mean, sd, seconds = dmft_curves(case, dim, finite, args.dmft_seeds,
+                                                      Path(args.dmft_cache) if args.dmft_cache else None)
                 key = "finite_size" if finite else "d_inf"
-                entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name, sd)
+                entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name, sd, args.dmft_seeds)
                               for name in ("train_loss", "test_loss")}
                 entry[key]["seconds_per_run"] = seconds if np.isfinite(seconds) else None  # None: all cached
                 entry[key]["max_dmft_sd"] = {n: float(np.max(sd[n])) for n in ("train_loss", "test_loss")}
