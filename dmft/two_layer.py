@@ -646,6 +646,9 @@ class TwoLayerProblem:
         # finite_size: the other points' reaction to each site's own bump (section 3d);
         # switched off only to measure what it does
         self.bump_reaction = True
+        # training-set replicas (dataset_ensemble): W - w, the replica's empirical measure minus the
+        # population's, per site; None for the central solve
+        self.dataset_deviation = None
 
     # samples -------------------------------------------------------------------------
     def _draw_samples(self):
@@ -823,7 +826,13 @@ class TwoLayerProblem:
                 if cross:
                     avg["Rhat_q"][t, :n] = w @ out_Rq[:, :n]
                     if phi_hat[t] > 0.0:  # the coherent pull acts as an extra growth rate of z_par = sqrt(D) phi Z
-                        avg["Rhat_par"][t, t] += mdl.kappa * float(w @ out_pull) / phi_hat[t]
+                        pull = float(w @ out_pull)
+                        if self.dataset_deviation is not None:
+                            # a training set's own pull: the sum over its P points of u Delta c, whose
+                            # finite-P part the exact chi-average drops (docs/finite-size.md, section 4)
+                            pull += float(self.dataset_deviation
+                                          @ (self.u * st["Delta"][:, t] * st["c_spk"][:, t] - out_pull))
+                        avg["Rhat_par"][t, t] += mdl.kappa * pull / phi_hat[t]
                 corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
                 for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
                     row = w @ r[:, :n]
@@ -1155,14 +1164,18 @@ def _replica_errors(result, model, opts, replicas):
 _DATASET_CURVES = ("train_loss", "test_loss", "spike")
 
 
-def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None) -> dict:
+def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None,
+                     pull_fluctuation: bool = True) -> dict:
     """Spread over training sets of P = round(ratio * dim) points (see :func:`solve`, ``datasets``).
 
     Each replica reweights the sampled sites of one problem (control variate off) by
     W ~ Multinomial(P, w) / P, the empirical measure of P points drawn from the sites, and runs
     the causal sweep: the finite-P fluctuations of every data average (the spike's growth rate
-    E_mu[u^2 Delta] above all) are then those of a real training set.  Replicas whose sweep
-    diverges are counted in ``datasets_failed`` and left out."""
+    E_mu[u^2 Delta] above all) are then those of a real training set.  With ``pull_fluctuation``
+    each replica also adds the finite-P part of the cross direction's pull on the spike,
+    kappa sum_mu (W_mu - w_mu)(u Delta c - E_chi[u Delta c])_mu / phi, which the central solve
+    averages over chi exactly (docs/finite-size.md, section 4; only with finite_size).  Replicas
+    whose sweep diverges are counted in ``datasets_failed`` and left out."""
     from .derived import crossing_time
 
     P = int(round(model.ratio * options.dim))
@@ -1173,6 +1186,8 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
     t_train, t_test, failed = [], [], 0
     for _ in range(datasets):
         problem.weights = rng.multinomial(P, w0 / w0.sum()) / P
+        if pull_fluctuation:
+            problem.dataset_deviation = problem.weights - w0
         K, message = problem.sweep()
         if message is not None:
             failed += 1

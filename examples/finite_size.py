@@ -7,7 +7,7 @@ exact infinite-width network (``dmft.simulate``, width = inf, seeds 1000, 1001, 
 * the D -> inf DMFT (``finite_size=False``; D enters only through the spike seed 1/D), and
 * the finite-size DMFT (``finite_size=True``, docs/finite-size.md),
 
-both averaged over ``DMFT_SEEDS`` sampling seeds of 16 x ``DMFT_SAMPLES`` sites, and tabulates the
+both averaged over ``DMFT_SEEDS`` sampling seeds of ``DMFT_NODES`` x ``DMFT_SAMPLES`` sites, and tabulates the
 largest deviation over time, also in units of the simulation's standard error.  At D = 200 it also runs ``DATASETS`` training-set
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
 spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
@@ -51,6 +51,10 @@ DMFT_SEEDS = 4  # the bump field's sampling noise (docs/finite-size.md, section 
 # (g2, D = 400, largest over tau: 0.0038 at 16 x 32, 0.0016 at 16 x 64), which is still larger than the
 # networks' late standard error (0.0003)
 DMFT_SAMPLES = 64
+# Gauss-Legendre nodes of |u|.  At a fixed number of noise paths the node count does not matter
+# (c1, D = 400: 32 x 32 reproduces 16 x 64 of the same seed to 1e-4 in the train loss, because the
+# paths are drawn as one stream); what sets the run-to-run noise is the number of paths
+DMFT_NODES = 16
 DATASETS = 16
 CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
 
@@ -82,7 +86,7 @@ def _source_hash():
     return h.hexdigest()[:10]
 
 
-def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None):
+def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES):
     """Mean and sd over ``seeds`` sampling seeds of the DMFT's curves; each seed's curves are cached
     under ``cache`` (keyed by the source hash of dmft/ and solvers/) and reused."""
     c = CASES[case]
@@ -90,13 +94,13 @@ def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = N
     out, seconds, fresh = [], 0.0, 0
     tag = _source_hash()
     for seed in range(seeds):
-        name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_16x{DMFT_SAMPLES}_s{seed}_{tag}.npz"
+        name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_{nodes}x{DMFT_SAMPLES}_s{seed}_{tag}.npz"
         if cache is not None and (cache / name).exists():
             with np.load(cache / name) as f:
                 out.append({k: f[k] for k in f.files})
             continue
         t0 = time.perf_counter()
-        p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=16, samples=DMFT_SAMPLES,
+        p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=nodes, samples=DMFT_SAMPLES,
                                                 seed=seed, finite_size=finite_size))
         K, msg = p.sweep()
         if msg:
@@ -144,6 +148,8 @@ def main():
     ap.add_argument("--dims", default="200,400,800")
     ap.add_argument("--sim-cache", default=str(ROOT / "out" / "sims"))
     ap.add_argument("--dmft-seeds", type=int, default=DMFT_SEEDS, help="sampling seeds averaged per curve")
+    ap.add_argument("--datasets", type=int, default=DATASETS,
+                    help="training-set replicas at the first D (0: skip them and keep the stored entry)")
     ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
                     help="per-seed DMFT curves, reused while dmft/ and solvers/ are unchanged ('' to disable)")
     args = ap.parse_args()
@@ -157,7 +163,10 @@ def main():
         for k, dim in enumerate(dims):
             print(f"{case} D={dim}", flush=True)
             tau_s, per_seed = simulations(case, dim, Path(args.sim_cache))
-            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": args.dmft_seeds}
+            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": args.dmft_seeds,
+                     "dmft_sites": f"{DMFT_NODES} x {DMFT_SAMPLES}"}
+            if args.datasets == 0 and "datasets" in table[case].get(str(dim), {}):
+                entry["datasets"] = table[case][str(dim)]["datasets"]  # replicas not rerun: keep the stored ones
             color = f"C{k}"
             sim_mean = {n: per_seed[n].mean(axis=0) for n in CURVES}
             sim_se = {n: per_seed[n].std(axis=0, ddof=1) / np.sqrt(per_seed[n].shape[0]) for n in CURVES}
@@ -186,16 +195,16 @@ def main():
                 print(f"  {key}: test max dev {entry[key]['test_loss']['max_dev']:.4f} "
                       f"({entry[key]['test_loss']['max_dev_over_se']:.1f} SE max), train max dev "
                       f"{entry[key]['train_loss']['max_dev']:.4f} ({seconds:.1f} s/run)", flush=True)
-            if dim == dims[0]:
+            if dim == dims[0] and args.datasets > 0:
                 t0 = time.perf_counter()
                 ens = dataset_ensemble(TwoLayerModel(c["alpha"], c["ratio"], c["eps"]),
-                                       TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=16, samples=32,
-                                                    finite_size=True), DATASETS)
+                                       TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=DMFT_NODES, samples=32,
+                                                    finite_size=True), args.datasets)
                 tau_d = np.arange(len(ens["test_loss_dataset_sd"])) * c["dt"]
                 idx = np.rint(tau_s / c["dt"]).astype(int)
                 log_s = np.log(per_seed["spike"])
                 entry["datasets"] = {
-                    "replicas": DATASETS, "failed": int(ens["datasets_failed"]),
+                    "replicas": args.datasets, "failed": int(ens["datasets_failed"]),
                     "seconds": time.perf_counter() - t0,
                     "max_sd_test_dmft": float(np.max(ens["test_loss_dataset_sd"])),
                     "max_sd_test_sim": float(np.max(per_seed["test_loss"].std(axis=0, ddof=1))),
@@ -216,7 +225,7 @@ def main():
                 for j in range(per_seed["test_loss"].shape[0]):
                     ax.plot(tau_s, per_seed["test_loss"][j], color="0.7", lw=0.5)
                 ax.fill_between(tau_d, ens["test_loss_dataset_q16"], ens["test_loss_dataset_q84"], color="C3",
-                                alpha=0.35, lw=0, label=f"DMFT {DATASETS} training sets, 16-84%")
+                                alpha=0.35, lw=0, label=f"DMFT {args.datasets} training sets, 16-84%")
                 q16, q84 = np.percentile(per_seed["test_loss"], [16, 84], axis=0)
                 ax.plot(tau_s, q16, "k--", lw=1, label="networks 16-84%")
                 ax.plot(tau_s, q84, "k--", lw=1)

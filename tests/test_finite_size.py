@@ -462,3 +462,29 @@ def test_reaction_residual_is_linear_in_the_bump_and_vanishes_without_feature_le
     np.testing.assert_allclose(r, -2.0 * (2.0 * 0.05 / 2) * 5.5 / 400 * bump, rtol=1e-14)
     np.testing.assert_allclose(reaction_residual(2.0, 0.05, 5.5, 800, bump), r / 2, rtol=1e-14)
     assert np.all(reaction_residual(2.0, 0.0, 5.5, 400, bump) == 0.0)
+
+
+def test_replica_pull_fluctuation_is_finite_training_set_noise():
+    # A training-set replica adds the finite-P part of the cross direction's pull on the spike,
+    # kappa sum_mu (W_mu - w_mu)(u Delta c - E_chi[u Delta c])_mu / phi (docs/finite-size.md, section 4).
+    # W - w ~ P^-1/2: for a fixed standardized deviation pattern the spike's log moves like
+    # P^-1/2 (x 1/2 per x 4 in D at fixed ratio), and no deviation changes nothing.  Measured:
+    # d log s(T) = 4.2e-2 / 2.2e-2 / 1.1e-2 at D = 200 / 800 / 3200 (ratios 1.93, 2.03).
+    base = dict(dt=0.2, t_max=3.0, nodes=8, samples=8, finite_size=True, control_variate=False)
+    shift = {}
+    for dim in (200, 800, 3200):
+        p = TwoLayerProblem(TwoLayerModel(0.5, 2.0, 0.3), TwoLayerDMFT(dim=dim, **base))
+        K, msg = p.sweep()
+        assert msg is None
+        log_s = np.log(np.diag(K["C_par"]) / dim)
+        w = p.weights / p.weights.sum()
+        z = (np.random.default_rng(1).multinomial(10**6, w) / 10**6 - w) * 1e3  # sd ~ sqrt(w)
+        p.dataset_deviation = np.zeros_like(w)
+        K0, _ = p.sweep()
+        np.testing.assert_array_equal(np.diag(K0["C_par"]), np.diag(K["C_par"]))
+        p.dataset_deviation = z / math.sqrt(2.0 * dim)
+        K1, msg = p.sweep()
+        assert msg is None
+        shift[dim] = np.log(np.diag(K1["C_par"])[-1] / dim) - log_s[-1]
+    assert abs(shift[200]) > 0.01, shift
+    assert 1.7 < shift[200] / shift[800] < 2.3 and 1.7 < shift[800] / shift[3200] < 2.3, shift
