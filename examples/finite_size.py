@@ -12,7 +12,7 @@ largest deviation over time, also in units of the simulation's standard error.  
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
 spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
 
-    python examples/finite_size.py              # ~40 min on 2 cores with the networks cached, ~80 min without
+    python examples/finite_size.py              # ~65 min on 2 cores with the networks cached (64 replicas: ~25 of them), ~105 min without
     python examples/finite_size.py --cases c1 --dims 200
 
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
@@ -55,7 +55,7 @@ DMFT_SAMPLES = 64
 # (c1, D = 400: 32 x 32 reproduces 16 x 64 of the same seed to 1e-4 in the train loss, because the
 # paths are drawn as one stream); what sets the run-to-run noise is the number of paths
 DMFT_NODES = 16
-DATASETS = 16
+DATASETS = 64  # the sd of log s from 16 replicas is uncertain by ~20 % (docs/finite-size.md, section 4)
 CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
 
 
