@@ -491,6 +491,12 @@ class SimulationResult:
             lines.append(f"  final {name.replace('_', ' ')}: {mean:.6g} ± {sd:.2g}   "
                          f"(initial {self.observables[name][0]:.6g}; first below half of it at tau = "
                          f"{self.first_below(name):g})")
+        if self.data_moments is not None and next(iter(self.per_seed.values())).shape[0] >= 4:
+            cv = {name: self.seed_mean(name) for name in ("train_loss", "test_loss")}
+            lines.append("  final, mean over training sets with the m4 control variate (seed_mean): "
+                         + ", ".join(f"{name.replace('_', ' ')} {cv[name][0][-1]:.6g} ± {cv[name][1][-1]:.2g}"
+                                     for name in cv)
+                         + " (± standard error)")
         if self.lazy is not None:
             lines.append(f"  lazy (NTK) reference, final: train loss {self.lazy['train_loss'][-1]:.6g}, "
                          f"test loss {self.lazy['test_loss'][-1]:.6g}")
