@@ -117,6 +117,7 @@ __all__ = [
 ]
 
 MOMENT_ORDERS = (2, 4, 6)  # recorded empirical moments of the teacher field u = beta.x over the training set
+SEEDING = "SeedSequence(seed+k).spawn(3): data, weights, batches"  # stored in every result's parameters
 
 
 OBSERVABLES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "mean_overlap", "teacher_moment",
@@ -699,7 +700,7 @@ def training_set_moments(problem: Problem) -> dict:
 def _moments_from_parameters(parameters: dict) -> dict | None:
     """Recompute every seed's training-set moments from a result's parameters (the data depend only
     on the seed, D and P); None if the file's seeding convention is not this module's."""
-    if parameters.get("seeding") != "SeedSequence(seed+k).spawn(3): data, weights, batches":
+    if parameters.get("seeding") != SEEDING:
         return None
     try:
         D, P, seed, seeds = (int(parameters[k]) for k in ("dim", "P", "seed", "seeds"))
@@ -834,7 +835,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=100, width=math.inf, dt=None
         "lazy_reference": bool(lazy_reference),
         "ntk_points": min(setup.P, NTK_POINTS),
         "sgd_convention": SGD_CONVENTION,
-        "seeding": "SeedSequence(seed+k).spawn(3): data, weights, batches",
+        "seeding": SEEDING,
         "test_loss_target": "clean (beta.x)^2/2, exact population average",
     }
     info = {"wall_time_s": wall}
