@@ -231,19 +231,25 @@ def info(file):
 @click.option("--marks", is_flag=True, help="Mark where each loss first falls below half its initial value.")
 @click.option("--title", default=None, help="Figure title (default: the shared parameters).")
 @click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--plain-mean", is_flag=True,
+              help="Draw simulations as the plain seed mean +- sd/sqrt(seeds) instead of the mean over training "
+                   "sets with the m4 control variate (the default for 4 or more seeds; label 'm4 CV').")
 @_usage_errors
-def compare(theory, sims, out, force, marks, title, dpi):
+def compare(theory, sims, out, force, marks, title, dpi, plain_mean):
     """Plot a DMFT result (THEORY, an .h5 file of `dmft solve`) against simulations (SIMS, .h5
-    files of `dmft simulate`): train/test loss vs tau on a log axis (left; DMFT lines with a
-    Monte-Carlo band, simulations as markers with seed standard errors, the lazy/NTK reference
-    dashed) and order parameters (right; spike s = C_par/D, NTK alignment).  Any file may also be
-    another DMFT result.  Time unit: tau = eta t / D."""
+    files of `dmft simulate`).  Time unit: tau = eta t / D.
+
+    Left: train/test loss vs tau on a log axis; DMFT lines with a Monte-Carlo band, simulations as
+    markers with standard errors (4 or more seeds: the mean over training sets with the training
+    sets' m4 as control variate, see --plain-mean), the lazy/NTK reference dashed.  Right: order
+    parameters (spike s = C_par/D, NTK alignment).  Any file may also be another DMFT result."""
     from dmft.params import check_int
     from dmft.plot import compare as compare_figure
     from dmft.plot import save_figure
 
     check_int("dpi", dpi, low=10)
-    fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title)
+    fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title,
+                         control_variate=not plain_mean)
     click.echo(f"wrote {save_figure(fig, out, dpi=dpi)}")
 
 

@@ -65,6 +65,11 @@ class Curves:
     observables: dict
     errors: dict
     lazy: dict | None = None
+    #: simulations: name -> seed-to-seed standard deviation (the spread, not the error of the mean)
+    spread: dict = dataclasses.field(default_factory=dict)
+    #: simulations: how ``observables`` estimate the mean over training sets: "seed mean" or
+    #: "m4 control variate" (:meth:`dmft.simulator.SimulationResult.seed_mean`)
+    estimator: str = ""
 
     @property
     def seeds(self) -> int | None:
@@ -72,7 +77,7 @@ class Curves:
         return int(s) if s is not None else None
 
 
-def _from_raw(raw: Mapping, name: str) -> Curves:
+def _from_raw(raw: Mapping, name: str, control_variate: bool = True) -> Curves:
     kind = str(raw.get("attrs", {}).get("kind", ""))
     params = dict(raw.get("parameters", {}))
     obs = raw.get("observables")
@@ -82,10 +87,24 @@ def _from_raw(raw: Mapping, name: str) -> Curves:
     if kind == "simulation":
         names = [k for k in obs if k != "tau" and not k.endswith("_std")]
         seeds = max(int(params.get("seeds") or 1), 1)
-        errors = {k: np.asarray(obs[k + "_std"], float) / math.sqrt(seeds) for k in names if k + "_std" in obs}
+        spread = {k: np.asarray(obs[k + "_std"], float) for k in names if k + "_std" in obs}
+        errors = {k: v / math.sqrt(seeds) for k, v in spread.items()}
+        means = {k: np.asarray(obs[k], float) for k in names}
         lazy = raw.get("lazy_reference")
-        return Curves("sim", name, kind, params, tau, {k: np.asarray(obs[k], float) for k in names}, errors,
-                      {k: np.asarray(v, float) for k, v in lazy.items()} if lazy else None)
+        estimator = "seed mean"
+        if control_variate and raw.get("seeds") and seeds >= 4:
+            # the regression on the training sets' m4 (known mean 3): the same expectation as the seed
+            # mean with a 1.5-5x smaller error in the grokking regime (docs/finite-size.md, section 6)
+            from .simulator import SimulationResult
+
+            result = SimulationResult.from_raw(raw)
+            if result.data_moments is not None:
+                for k in names:
+                    if k in result.per_seed:
+                        means[k], errors[k] = result.seed_mean(k)
+                estimator = "m4 control variate"
+        return Curves("sim", name, kind, params, tau, means, errors,
+                      {k: np.asarray(v, float) for k, v in lazy.items()} if lazy else None, spread, estimator)
     names = [k for k in obs if k != "tau" and not k.endswith(_ERROR_SUFFIXES) and np.ndim(obs[k]) == 1
              and np.shape(obs[k]) == tau.shape]
     errors = {}
@@ -98,25 +117,34 @@ def _from_raw(raw: Mapping, name: str) -> Curves:
     return Curves("dmft", name, kind, params, tau, {k: np.asarray(obs[k], float) for k in names}, errors)
 
 
-def load_curves(source: Any) -> Curves:
+def load_curves(source: Any, control_variate: bool = True) -> Curves:
     """A result file path, a :class:`SolverResult`, a :class:`SimulationResult` or a
-    :func:`dmft.io.read_h5` dict, as :class:`Curves`."""
+    :func:`dmft.io.read_h5` dict, as :class:`Curves`.
+
+    A simulation of 4 or more seeds whose training-set moments are known is summarised by the
+    control-variate estimate of the mean over training sets and its standard error
+    (:meth:`dmft.simulator.SimulationResult.seed_mean`); ``control_variate=False`` (or fewer seeds)
+    gives the plain seed mean and sd / sqrt(seeds).  ``spread`` is the seed sd either way."""
     if isinstance(source, Curves):
         return source
     if isinstance(source, (str, os.PathLike)):
         from .io import read_h5
 
-        return _from_raw(read_h5(source), Path(source).name)
+        return _from_raw(read_h5(source), Path(source).name, control_variate)
     if isinstance(source, Mapping):
-        return _from_raw(source, "<dict>")
+        return _from_raw(source, "<dict>", control_variate)
     from .simulator import SimulationResult
 
     if isinstance(source, SimulationResult):
         obs = {"tau": source.tau, **source.observables, **{k + "_std": v for k, v in source.std.items()}}
-        raw = {"attrs": {"kind": "simulation"}, "parameters": source.parameters, "observables": obs}
+        seeds = {str(k): {"observables": {n: v[k] for n, v in source.per_seed.items()}}
+                 for k in range(next(iter(source.per_seed.values())).shape[0])} if source.per_seed else {}
+        raw = {"attrs": {"kind": "simulation"}, "parameters": source.parameters, "observables": obs, "seeds": seeds}
+        if source.data_moments is not None:
+            raw["data_moments"] = source.data_moments
         if source.lazy is not None:
             raw["lazy_reference"] = source.lazy
-        return _from_raw(raw, "simulation")
+        return _from_raw(raw, "simulation", control_variate)
     if hasattr(source, "observables") and hasattr(source, "parameters"):  # SolverResult
         kind = getattr(source, "kind", "") or "dmft"
         return _from_raw({"attrs": {"kind": kind}, "parameters": source.parameters,
@@ -178,6 +206,8 @@ def _label(rec: Curves, extra_keys: Sequence[str]) -> str:
         n = "∞" if width is None or (isinstance(width, float) and math.isinf(width)) else _fmt(width)
         seeds = rec.seeds or 1
         base = f"sim D={_fmt(p.get('dim'))} N={n}, {seeds} seed{'s' if seeds != 1 else ''}"
+        if rec.estimator == "m4 control variate":
+            base += ", m₄ CV"
     return f"{base} ({extra})" if extra else base
 
 
@@ -201,7 +231,8 @@ def _marker_indices(tau: np.ndarray, n: int = _N_MARKERS) -> np.ndarray:
 
 
 def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool = False, *,
-            fraction_marks: bool = False, figsize=(11.0, 4.3), title: str | None = None):
+            fraction_marks: bool = False, figsize=(11.0, 4.3), title: str | None = None,
+            control_variate: bool = True):
     """DMFT against simulations: train/test loss (left) and order parameters (right) vs tau.
 
     Parameters
@@ -212,6 +243,9 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
     force : plot even if the files' alpha, ratio, eps, noise or dt differ (the differing
         parameters are then written in each curve's label).
     fraction_marks : mark where each loss first falls below half its initial value.
+    control_variate : simulations of 4 or more seeds are drawn as the m4 control-variate estimate of
+        the mean over training sets, with its standard error (see :func:`load_curves`); False: the
+        plain seed mean and sd / sqrt(seeds).  The label says which.
     A DMFT result solved with ``datasets=R`` also gets its training-set band (16-84%), and the
     simulations then get their seed-to-seed spread (mean +- sd) beside it.
     Returns the :class:`matplotlib.figure.Figure` (axes: ``fig.axes[0]`` losses, ``fig.axes[1]``
@@ -222,7 +256,8 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
     def _seq(x):
         return [x] if isinstance(x, (str, os.PathLike, Mapping)) or not isinstance(x, (list, tuple)) else list(x)
 
-    records = [load_curves(s) for s in _seq(theory_files_or_results)] + [load_curves(s) for s in _seq(sim_files)]
+    records = ([load_curves(s, control_variate) for s in _seq(theory_files_or_results)]
+               + [load_curves(s, control_variate) for s in _seq(sim_files)])
     if not records:
         raise ParameterError("invalid input: compare needs at least one theory or simulation file")
     diff = _differing(records)
@@ -295,10 +330,10 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                ms=3.5, mfc="white" if j % 2 else color, mec=color, ecolor=color, elinewidth=0.8,
                                markevery=marks, errorevery=mask, capsize=0, label=f"{label}: {what}")
             cont.lines[0].set_gid(f"sim:{j}:{name}")
-            if spread and err is not None and name in ("train_loss", "test_loss"):
+            if spread and name in rec.spread and name in ("train_loss", "test_loss"):
                 # beside a DMFT training-set band: the networks' seed-to-seed spread, mean +- sd
-                # (the error bars are sd / sqrt(seeds))
-                sd = err[pos] * math.sqrt(max(int(rec.parameters.get("seeds") or 1), 1))
+                # (the error bars are the standard error of the mean)
+                sd = rec.spread[name][pos]
                 band = ax.fill_between(rec.tau[pos], y - sd, y + sd, color=color, alpha=0.08, lw=0,
                                        label=f"{label}: {what}, seed sd")
                 band.set_gid(f"spread:{j}:{name}")

@@ -532,7 +532,11 @@ class SimulationResult:
     def load(cls, path) -> "SimulationResult":
         from .io import read_h5
 
-        raw = read_h5(path, kind="simulation")
+        return cls.from_raw(read_h5(path, kind="simulation"))
+
+    @classmethod
+    def from_raw(cls, raw: dict) -> "SimulationResult":
+        """The result held by a :func:`dmft.io.read_h5` dict of a simulation file."""
         obs = raw["observables"]
         tau = np.asarray(obs["tau"])
         names = [k for k in obs if k != "tau" and not k.endswith("_std")]

@@ -242,3 +242,37 @@ def test_compare_draws_the_training_set_band_beside_the_seed_spread(tmp_path):
     sv = bands["spread:0:test_loss"].get_paths()[0].vertices[:, 1]
     lo, hi = (sobs["test_loss"] - sobs["test_loss_std"])[spos], (sobs["test_loss"] + sobs["test_loss_std"])[spos]
     assert np.isclose(sv.min(), lo.min()) and np.isclose(sv.max(), hi.max())
+
+
+def test_compare_draws_simulations_as_the_control_variate_mean(tmp_path):
+    """With 4 or more seeds the simulation markers are SimulationResult.seed_mean (regression on
+    the training sets' m4, known mean 3), not the plain seed mean: at tau = 0 the train loss is
+    m4 / 4 exactly, so the marker is 3/4 with a zero error bar, whereas the plain mean is off by
+    its standard error.  --plain-mean / control_variate=False gives the plain mean back; the
+    label says which; files and objects agree."""
+    import dmft
+
+    sim = dmft.simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=0.2, t_max=1.2, seeds=6,
+                        record_tau=[0.0, 0.4, 0.8, 1.2])
+    sim.save(tmp_path / "s.h5")
+    for source in (sim, tmp_path / "s.h5"):
+        cv = load_curves(source)
+        assert cv.estimator == "m4 control variate"
+        mean, se = sim.seed_mean("train_loss")
+        np.testing.assert_allclose(cv.observables["train_loss"], mean, rtol=1e-12)
+        np.testing.assert_allclose(cv.errors["train_loss"], se, rtol=1e-12)
+        assert cv.observables["train_loss"][0] == pytest.approx(0.75, abs=1e-12) and cv.errors["train_loss"][0] < 1e-12
+        assert abs(sim.observables["train_loss"][0] - 0.75) > 1e-4  # six training sets' plain mean is not 3/4
+        np.testing.assert_allclose(cv.spread["test_loss"], sim.std["test_loss"])
+        plain = load_curves(source, control_variate=False)
+        assert plain.estimator == "seed mean"
+        np.testing.assert_allclose(plain.observables["train_loss"], sim.observables["train_loss"])
+        np.testing.assert_allclose(plain.errors["train_loss"], sim.std["train_loss"] / np.sqrt(6))
+    ax = compare(tmp_path / "s.h5").axes[0]
+    np.testing.assert_allclose(_lines(ax)["sim:0:train_loss"].get_ydata(), sim.seed_mean("train_loss")[0][sim.tau > 0])
+    assert any("m₄ CV" in t.get_text() for t in ax.get_legend().get_texts())
+    ax = compare(tmp_path / "s.h5", control_variate=False).axes[0]
+    np.testing.assert_allclose(_lines(ax)["sim:0:train_loss"].get_ydata(), sim.observables["train_loss"][sim.tau > 0])
+    assert not any("CV" in t.get_text() for t in ax.get_legend().get_texts())
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "s.h5"), "--plain-mean", "-o", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
