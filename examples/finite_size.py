@@ -80,17 +80,22 @@ def simulations(case, dim, cache: Path):
     return runs[0].tau, per_seed
 
 
+#: the files a DMFT solve runs (the model's equations, its parameters, the numerical engines);
+#: plotting, I/O and the simulator do not change its curves
+_DMFT_SOURCES = ("dmft/two_layer.py", "dmft/params.py", "solvers/*.py")
+
+
 def _source_hash():
-    """Hash of the DMFT's source (dmft/, solvers/): cached DMFT runs of other code versions are not reused."""
+    """Hash of the DMFT's source: cached DMFT runs of other code versions are not reused."""
     h = hashlib.sha1()
-    for path in sorted([*(ROOT / "dmft").glob("*.py"), *(ROOT / "solvers").glob("*.py")]):
+    for path in sorted(p for pattern in _DMFT_SOURCES for p in ROOT.glob(pattern)):
         h.update(path.read_bytes())
     return h.hexdigest()[:10]
 
 
 def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES):
     """Mean and sd over ``seeds`` sampling seeds of the DMFT's curves; each seed's curves are cached
-    under ``cache`` (keyed by the source hash of dmft/ and solvers/) and reused."""
+    under ``cache`` (keyed by the hash of the solve's source files, ``_DMFT_SOURCES``) and reused."""
     c = CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
     out, seconds, fresh = [], 0.0, 0
@@ -171,7 +176,7 @@ def main():
     ap.add_argument("--datasets", type=int, default=DATASETS,
                     help="training-set replicas at the first D (0: skip them and keep the stored entry)")
     ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
-                    help="per-seed DMFT curves, reused while dmft/ and solvers/ are unchanged ('' to disable)")
+                    help="per-seed DMFT curves, reused while the solve's source files are unchanged ('' to disable)")
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     table_path = ROOT / "data" / "finite_size.json"
