@@ -18,7 +18,7 @@ spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
 ``<case>_D<D>_s<seed>_n<count>.h5`` found there is used, and only missing seeds are simulated.
 Each DMFT run's curves are cached under ``--dmft-cache`` (default ``out/dmft_runs``), keyed by a hash
-of the source of ``dmft/`` and ``solvers/``, so rerunning with more ``--dmft-seeds`` only adds seeds.
+of the solve's source files (``_DMFT_SOURCES``), so rerunning with more ``--dmft-seeds`` only adds seeds.
 """
 import argparse
 import hashlib
@@ -51,10 +51,13 @@ DMFT_SEEDS = 4  # the bump field's sampling noise (docs/finite-size.md, section 
 # (g2, D = 400, largest over tau: 0.0038 at 16 x 32, 0.0016 at 16 x 64), which is still larger than the
 # networks' late standard error (0.0003)
 DMFT_SAMPLES = 64
-# Gauss-Legendre nodes of |u|.  At a fixed number of noise paths the node count does not matter
-# (c1, D = 400: 32 x 32 reproduces 16 x 64 of the same seed to 1e-4 in the train loss, because the
-# paths are drawn as one stream); what sets the run-to-run noise is the number of paths
-DMFT_NODES = 16
+# Gauss-Legendre nodes of |u|: the library's default, 24.  With 16 the late train loss is biased low
+# (c1, D = 400, mean of 4 / 9 / 4 sampling seeds at 16 / 24 / 32 nodes x 64 paths: 0.0777 / 0.0797 /
+# 0.0801 at tau = 80, 0.0543 / 0.0559 / 0.0563 at tau = 96; SE 0.0008-0.0010), by 3-4 networks' SE
+DMFT_NODES = 24
+# the training-set replicas (dataset_ensemble) at the first D: 16 nodes x 32 paths each; their spread,
+# not their mean, is what they are for
+REPLICA_NODES, REPLICA_SAMPLES = 16, 32
 DATASETS = 64  # the sd of log s from 16 replicas is uncertain by ~20 % (docs/finite-size.md, section 4)
 CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
 
@@ -150,6 +153,36 @@ def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None, dmft_seeds=
     return out
 
 
+def readout_at_spike(tau_sim, per_seed, tau_dmft, mean, times=(24, 48, 64, 80, 96, 120)):
+    """Split of the DMFT's deviation from the networks' mean (control variate) into the spike's
+    position and the readout at the same spike.  At each time the networks' loss is regressed over
+    seeds on (x, x^2, m4 - 3), x = log s minus its mean; evaluated at the DMFT's log s and m4 = 3, the
+    fit is the mean loss of networks whose spike is where the DMFT's is.  Returns name -> time ->
+    [total, spike part, readout part], total = DMFT - mean = (fit - mean) + (DMFT - fit).  Early
+    (tau <~ 48) the split is not causal: a network whose bulk fits less keeps larger residuals and
+    grows its spike faster, so at fixed m4 its train loss rises with s."""
+    if "u4" not in per_seed:
+        return {}
+    step = tau_dmft[1] - tau_dmft[0]
+    out = {}
+    for name in ("train_loss", "test_loss"):
+        cv, _ = control_variate_mean(per_seed[name], per_seed["u4"])
+        rows = {}
+        for t in times:
+            i, j = int(np.argmin(abs(tau_sim - t))), int(round(t / step))
+            if abs(tau_sim[i] - t) > 1e-6 or j >= len(tau_dmft):
+                continue
+            x = np.log(per_seed["spike"][:, i])
+            m = x.mean()
+            A = np.column_stack([np.ones_like(x), x - m, (x - m) ** 2, per_seed["u4"] - 3.0])
+            coef, *_ = np.linalg.lstsq(A, per_seed[name][:, i], rcond=None)
+            xd = np.log(mean["spike"][j]) - m
+            fit = coef[0] + coef[1] * xd + coef[2] * xd**2
+            rows[f"{t:g}"] = [float(mean[name][j] - cv[i]), float(fit - cv[i]), float(mean[name][j] - fit)]
+        out[name] = rows
+    return out
+
+
 def _deviation_stats(tau_sim, dev, se, dmft_se=None):
     """Largest |dev|, largest |dev| / se, fraction within 2 se; with dmft_se, the same for the combined error."""
     ratio = np.abs(dev) / np.maximum(se, 1e-12)
@@ -206,6 +239,8 @@ def main():
                               for name in ("train_loss", "test_loss")}
                 entry[key]["seconds_per_run"] = seconds if np.isfinite(seconds) else None  # None: all cached
                 entry[key]["max_dmft_sd"] = {n: float(np.max(sd[n])) for n in ("train_loss", "test_loss")}
+                if finite:
+                    entry[key]["readout_at_spike"] = readout_at_spike(tau_s, per_seed, tau_d, mean)
                 style = "-" if finite else ":"
                 for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
                     if name in mean:
@@ -223,7 +258,8 @@ def main():
             if dim == dims[0] and args.datasets > 0:
                 t0 = time.perf_counter()
                 ens = dataset_ensemble(TwoLayerModel(c["alpha"], c["ratio"], c["eps"]),
-                                       TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=DMFT_NODES, samples=32,
+                                       TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=REPLICA_NODES,
+                                                    samples=REPLICA_SAMPLES,
                                                     finite_size=True), args.datasets)
                 tau_d = np.arange(len(ens["test_loss_dataset_sd"])) * c["dt"]
                 idx = np.rint(tau_s / c["dt"]).astype(int)
