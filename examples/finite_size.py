@@ -12,7 +12,7 @@ largest deviation over time, also in units of the simulation's standard error.  
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
 spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
 
-    python examples/finite_size.py              # ~65 min on 2 cores with the networks cached (64 replicas: ~25 of them), ~105 min without
+    python examples/finite_size.py              # DMFT runs ~85 min on 2 cores (8 seeds x 24 x 64 sites; fs 105 / 65 s per run for c1 / g2), plus the 64 replicas and any networks not cached
     python examples/finite_size.py --cases c1 --dims 200
 
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
@@ -46,7 +46,7 @@ CASES = {
 }
 SIM_SEEDS = {200: 32, 400: 48, 800: 10}
 FIRST_SEED = 1000
-DMFT_SEEDS = 4  # the bump field's sampling noise (docs/finite-size.md, section 5) needs a few
+DMFT_SEEDS = 8  # the bump field's sampling noise (docs/finite-size.md, section 5) needs a few
 # sites per quadrature node: 64 instead of 32 cuts the finite-size DMFT's run-to-run sd of the train loss
 # (g2, D = 400, largest over tau: 0.0038 at 16 x 32, 0.0016 at 16 x 64), which is still larger than the
 # networks' late standard error (0.0003)
