@@ -51,9 +51,9 @@ DMFT_SEEDS = 8  # the bump field's sampling noise (docs/finite-size.md, section 
 # (g2, D = 400, largest over tau: 0.0038 at 16 x 32, 0.0016 at 16 x 64), which is still larger than the
 # networks' late standard error (0.0003)
 DMFT_SAMPLES = 64
-# Gauss-Legendre nodes of |u|: the library's default, 24.  With 16 the late train loss is biased low
-# (c1, D = 400, mean of 4 / 9 / 4 sampling seeds at 16 / 24 / 32 nodes x 64 paths: 0.0777 / 0.0797 /
-# 0.0801 at tau = 80, 0.0543 / 0.0559 / 0.0563 at tau = 96; SE 0.0008-0.0010), by 3-4 networks' SE
+# Gauss-Legendre nodes of |u|: the library's default, 24.  With 16 the late train loss is ~0.001 low
+# (c1, D = 400, tau = 80: 0.0787 for 12 sampling seeds of 16 x 64, 0.0797 / 0.0801 for 9 / 4 seeds of
+# 24 / 32 nodes x 64 paths; SE 0.0008-0.0010 each), so 24 x 64 is converged to ~0.0004
 DMFT_NODES = 24
 # the training-set replicas (dataset_ensemble) at the first D: 16 nodes x 32 paths each; their spread,
 # not their mean, is what they are for
