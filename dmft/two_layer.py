@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 
 import numpy as np
 from numba import njit, prange
@@ -87,6 +88,31 @@ __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "popu
            "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
+def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=10):
+    """First sustained rise of a train-loss curve, or None.
+
+    A rise is sustained at step t when the train loss went up at each of the ``steps`` steps before t
+    and stands more than ``tolerance`` (relative) above its running minimum.  Gradient descent lowers
+    the train loss while its step is below 2 / (largest Hessian eigenvalue); above that (edge of
+    stability, strong feature learning at a large dt) networks do raise it, in period-2 oscillations or
+    short catapults, so a rise is a warning, not an error.  A long monotone rise where the networks at
+    the same dt keep descending is an unstable solution: with --finite-size a few sampling seeds run
+    into one late in the grokking regime (docs/finite-size.md, section 5c).  Returns a dict with the
+    time of the minimum before the rise (``from_tau``), the time it was detected (``tau``) and the rise
+    relative to the minimum there (``relative_rise``)."""
+    train_loss = np.asarray(train_loss, dtype=float)
+    low, low_t, run = math.inf, 0, 0
+    for t, value in enumerate(train_loss):
+        if not np.isfinite(value):
+            break
+        run = run + 1 if t > 0 and value > train_loss[t - 1] else 0
+        if run >= steps and value > low * (1.0 + tolerance):
+            return {"from_tau": float(tau[low_t]), "tau": float(tau[t]), "relative_rise": float(value / low - 1.0)}
+        if value < low:
+            low, low_t = value, t
+    return None
+
+
 # response and covariance of the spike-bulk cross direction (finite_size=True only)
 CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
@@ -1124,6 +1150,16 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
                          wall_time=time.perf_counter() - start)
     result.method = "sweep"
     result.observables.update(_extra(problem))
+    rise = train_loss_rise(result.observables["tau"], result.observables["train_loss"])
+    if rise is not None:
+        warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
+                   f"{10} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
+                   "gradient descent raises it only above the edge of stability (lower --dt to check)"
+                   + ("; with --finite-size a long rise is an instability of the finite-size terms that a few "
+                      "sampling seeds run into late in the grokking regime (docs/finite-size.md, section 5c): "
+                      "compare another --seed" if opts.finite_size else ""))
+        result.message = f"{result.message}; {warning}"
+        warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if message is None:
         _replica_errors(result, model, opts, replicas)
         if datasets:

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from dmft.params import TwoLayerModel  # noqa: E402
 from dmft.simulator import SimulationResult, control_variate_mean, simulate  # noqa: E402
-from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, dataset_ensemble  # noqa: E402
+from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, dataset_ensemble, train_loss_rise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {
@@ -124,6 +124,10 @@ def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = N
             np.savez(tmp, **o)
             os.replace(tmp, cache / name)
         out.append(o)
+    # a sampling seed whose train loss runs away (docs/finite-size.md, section 5c) would bias the mean: refuse it
+    rising = [seed for seed, o in enumerate(out) if train_loss_rise(o["tau"], o["train_loss"]) is not None]
+    if rising:
+        raise RuntimeError(f"{case} D={dim}: the train loss of sampling seeds {rising} rises (unstable solution)")
     mean = {k: np.mean([o[k] for o in out], axis=0) for k in out[0] if k != "tau"}
     sd = {k: np.std([o[k] for o in out], axis=0, ddof=1) for k in out[0] if k != "tau"}
     return out[0]["tau"], mean, sd, (seconds / fresh if fresh else float("nan"))

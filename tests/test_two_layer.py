@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dmft.params import ParameterError, TwoLayerModel
-from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, population_test_loss, solve
+from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, population_test_loss, solve, train_loss_rise
 
 
 def _sweep(alpha, ratio, eps, dt, t_max, dim=200, nodes=16, samples=32, seed=0):
@@ -141,6 +141,40 @@ def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     # a step beyond Euler stability of the linear fit modes is refused up front, with the bound
     with pytest.raises(ParameterError, match=r"dt=0.2: allowed range is 0 < dt < .*0.1716"):
         solve(alpha=1.0, ratio=0.5, dt=0.2)
+
+
+def test_a_sustained_rise_of_the_train_loss_is_flagged_and_edge_of_stability_is_not():
+    # A finite-size sweep that ran away (g2, D = 400, 48 x 64 sites, seed 3; docs/finite-size.md,
+    # section 5c): the train loss fell to 0.06563 at tau = 66 and then rose at every step, to 0.167 at
+    # tau = 100, while the networks at the same dt keep descending.  Its shape: a descent whose rate
+    # slows linearly through zero.
+    tau = np.arange(251) * 0.4
+    runaway = 0.0656 + 2e-5 * (tau - 66.0) ** 2
+    rise = train_loss_rise(tau, runaway)
+    assert rise["from_tau"] == pytest.approx(66.0) and 67.0 < rise["tau"] < 72.0
+    assert train_loss_rise(tau, 0.05 + np.exp(-tau / 30)) is None  # a healthy descent
+    # Networks above the edge of stability (alpha 0.5, eps 0.3, dt 0.2) raise their train loss in
+    # period-2 oscillations: exact gradient descent, not to be flagged.
+    from dmft.simulator import simulate
+
+    net = simulate(alpha=0.5, ratio=2.0, eps=0.3, dim=200, dt=0.2, t_max=6.0, seeds=4, seed=0)
+    per_seed = net.per_seed["train_loss"]
+    assert np.any(np.diff(per_seed, axis=1) > 0)  # the oscillation is there
+    assert all(train_loss_rise(net.tau, curve) is None for curve in per_seed)
+
+
+def test_solve_warns_about_a_rising_train_loss(monkeypatch):
+    healthy = TwoLayerProblem.observables_from
+
+    def ramp(self, K, Delta):  # a run whose train loss turns up from step 5 on
+        out = healthy(self, K, Delta)
+        out["train_loss"] = out["train_loss"] + 0.05 * np.maximum(np.arange(out["train_loss"].size) - 5, 0)
+        return out
+
+    monkeypatch.setattr(TwoLayerProblem, "observables_from", ramp)
+    with pytest.warns(RuntimeWarning, match="train loss rose"):
+        res = solve(alpha=1.0, ratio=2.0, eps=0.02, dt=0.2, t_max=4.0, nodes=4, samples=4, replicas=1)
+    assert "warning: the train loss rose" in res.message and "edge of stability" in res.message
 
 
 def test_lazy_limit_is_kernel_gradient_flow():
