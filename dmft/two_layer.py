@@ -85,10 +85,15 @@ from .params import (
 
 __all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "population_test_loss",
            "cross_test_correction", "bump_test_correction", "reaction_residual",
-           "KERNEL_NAMES", "CROSS_KERNEL_NAMES"]
+           "KERNEL_NAMES", "CROSS_KERNEL_NAMES", "train_loss_rise"]
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
-def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=10):
+
+# a rise of the train loss is flagged after this many consecutive rising steps (train_loss_rise)
+RISE_STEPS = 10
+
+
+def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=RISE_STEPS):
     """First sustained rise of a train-loss curve, or None.
 
     A rise is sustained at step t when the train loss went up at each of the ``steps`` steps before t
@@ -1153,7 +1158,7 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     rise = train_loss_rise(result.observables["tau"], result.observables["train_loss"])
     if rise is not None:
         warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
-                   f"{10} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
+                   f"{RISE_STEPS} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
                    "gradient descent raises it only above the edge of stability (lower --dt to check)"
                    + ("; with --finite-size a long rise is an instability of the finite-size terms that a few "
                       "sampling seeds run into late in the grokking regime (docs/finite-size.md, section 5c): "
