@@ -50,9 +50,8 @@ covariance) with its test-loss term a^2 (2/D) [(C_z - 1)^2 + ratio E[b^2]]; and 
 norm n = |x_perp|^2 (sd sqrt(2/D)), which scales its quadratic-sector memory and covariances; with
 these per-site fields the bulk variance grows by each site's own covariance, kappa E[Delta Gamma
 n (C_z + zeta)], a rate on Rhat_z(t,t) (the networks' trace sum rule, :meth:`TwoLayerProblem.trace_sum_rule`);
-and the other points' reaction to a site's own bump b beyond its average (which the rate carries),
-an extra residual -2 a ratio (b - E[b]) / D in the kicks that build the site's memory
-(:func:`reaction_residual`).
+and the other points' reaction to a site's own bump b, an extra residual -2 a ratio b / D in the
+kicks that build the site's memory (:func:`reaction_residual`).
 :func:`dataset_ensemble` gives the spread over training sets of P = ratio D points.
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
@@ -245,30 +244,20 @@ def bump_test_correction(alpha, eps, ratio, dim, C_z_diag, bump2):
     return a * a * 2.0 / dim * ((np.asarray(C_z_diag) - 1.0) ** 2 + ratio * np.asarray(bump2))
 
 
-def reaction_residual(alpha, eps, ratio, dim, bump, weights):
+def reaction_residual(alpha, eps, ratio, dim, bump):
     """Effective residual of the other points' reaction to each site's own memorised bump (finite_size).
 
     A memorised point mu leaves a bump b_mu along its input in A A^T.  Every other point nu sees it
     through (x_nu.xhat_mu)^2 = e^2 / D, e ~ N(0, 1), and its residual moves by -a b_mu e^2 / D.  The mean
     part, -a b_mu / D, is in the bulk variance C_z (the mean field).  The rest, -a b_mu (e^2 - 1) / D, is
     correlated with nu's kick along x_mu, c delta Delta_nu e^2 V_mu / D; with E[(e^2 - 1) e^2] = 2 and
-    P = ratio D points it acts on mu's own memory as the extra residual -2 a ratio b_mu / D.
+    P = ratio D points it acts on mu's own memory as the extra residual
 
-    Its average over the points is already in the solve: summed over mu, these kicks are the trace
-    of the reaction, which the site-covariance rate puts on the bulk response R_z and so on every
-    site's memory (TwoLayerProblem._site_covariance_rate, docs/finite-size.md sections 3d-3e).  The
-    site's own term is therefore the part beyond that average,
+        Delta_react = -2 a ratio b / D,      a = alpha eps / 2
 
-        Delta_react = -2 a ratio (b - E[b]) / D,      a = alpha eps / 2,
-
-    with E[b] over the sites (``weights``, summing to one) at the same time; ``bump`` is b(t, t) per
-    site.  Counting the average twice (the full -2 a ratio b / D on top of the rate, stop 18) is a
-    mean-field loop, larger bumps -> less memory for all -> larger residuals -> larger bumps, which
-    ran away in about one sampling draw in 16 (section 5c).  Zero at eps = 0, O(1/D), large for the
-    large-|u| points whose bump is ~u^2 / (2 a)."""
-    bump = np.asarray(bump, dtype=float)
-    mean = float(np.asarray(weights, dtype=float) @ bump) / float(np.sum(weights))
-    return -_REACTION * 0.5 * alpha * eps * ratio / dim * (bump - mean)
+    (docs/finite-size.md, section 3d), for every site at one time (bump: b(t, t) per site).  Zero at
+    eps = 0, O(1/D), large for the large-|u| points whose bump is ~u^2 / (2 a)."""
+    return -_REACTION * 0.5 * alpha * eps * ratio / dim * np.asarray(bump)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -437,8 +426,8 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
     * the site's bulk norm n = norm[b]: memory n R_z, bulk covariance n (C_z + zeta), cross field
       sqrt(n) chi, initial form n + u^2/D;
     * the other points' reaction to the site's own bump: its past kicks in the memory (Gamma and Gc)
-      carry Delta + react, react = -2 a ratio (b - E[b]) / D (:func:`reaction_residual`, b the site's
-      bump, filled after each row; zero without finite_size);
+      carry Delta + react, react = -2 a ratio b / D (:func:`reaction_residual`, b the site's bump,
+      filled after each row; zero without finite_size);
     * out_Rq: rows of Rhat_q = kappa E[Delta(t) Gamma(t, .)] + kappa E[sigma(t) sum_t' XV(t,t')
       2 sigma(t') Gamma(t', .)], the response of the cross direction, which all neurons share, so
       that Delta responds to it (XV = response of Delta to a source in v, through memorisation and
@@ -857,7 +846,7 @@ class TwoLayerProblem:
                 with np.errstate(all="ignore"):
                     st["bump2"][t] = w @ b_tt**2
                     if self.bump_reaction:
-                        st["react"][:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt, w)
+                        st["react"][:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
                 st["trace_drive"][t] = w @ (st["Delta"][:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]

@@ -55,6 +55,8 @@ DMFT_SEEDS = 16  # the bump field's sampling noise (docs/finite-size.md, section
 # sets of 8 runs of g2, D = 400 differed by 0.0021 (3 nominal SE) in the drop, hence 16, reported as two
 # independent halves as well (``halves``)
 DMFT_SAMPLES = 64
+# the D -> inf DMFT has no bump field, and it misses the networks by 8-35 SE: 8 runs suffice for it
+DINF_SEEDS = 8
 # Gauss-Legendre nodes of |u|: the library's default, 24.  With 16 the late train loss is ~0.001 low
 # (c1, D = 400, tau = 80: 0.0787 for 12 sampling seeds of 16 x 64, 0.0797 / 0.0801 for 9 / 4 seeds of
 # 24 / 32 nodes x 64 paths; SE 0.0008-0.0010 each), so 24 x 64 is converged to ~0.0004
@@ -135,7 +137,8 @@ def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = N
     if len(kept) < 2:
         raise RuntimeError(f"{case} D={dim}: the train loss of sampling seeds {excluded} rises (unstable solution)")
     runs = {k: np.array([o[k] for o in kept]) for k in kept[0] if k != "tau"}
-    return out[0]["tau"], runs, excluded, (seconds / fresh if fresh else float("nan"))
+    kept_seeds = np.array([seed for seed in range(seeds) if seed not in excluded])
+    return out[0]["tau"], runs, kept_seeds, excluded, (seconds / fresh if fresh else float("nan"))
 
 
 def mean_sd(runs):
@@ -143,15 +146,15 @@ def mean_sd(runs):
     return ({k: v.mean(axis=0) for k, v in runs.items()}, {k: v.std(axis=0, ddof=1) for k, v in runs.items()})
 
 
-def halves(tau_sim, tau_dmft, runs, names=("train_loss", "test_loss")):
-    """The two halves of the runs (first and second half of the seeds) as independent estimates: the
-    largest |difference| of their means over the networks' recorded times, absolute and in units of its
-    standard error sqrt(sd1^2/n1 + sd2^2/n2).  A nominal SE that the halves exceed by far means the
-    run-to-run distribution is heavier-tailed than the SE assumes (docs/finite-size.md, section 5c)."""
+def halves(tau_sim, tau_dmft, runs, first, names=("train_loss", "test_loss")):
+    """The two halves of the runs (``first``: a boolean mask over the runs, the seeds below half the
+    seed count) as independent estimates: the largest |difference| of their means over the networks'
+    recorded times, absolute and in units of its standard error sqrt(sd1^2/n1 + sd2^2/n2).  A nominal SE
+    that the halves exceed by far means the run-to-run distribution is heavier-tailed than the SE
+    assumes (docs/finite-size.md, section 5c)."""
     idx = np.rint(tau_sim / (tau_dmft[1] - tau_dmft[0])).astype(int)
-    n = next(iter(runs.values())).shape[0]
-    first, second = slice(0, n // 2), slice(n // 2, n)
-    out = {"runs": [n // 2, n - n // 2]}
+    second = ~first
+    out = {"runs": [int(first.sum()), int(second.sum())]}
     for name in names:
         a, b = runs[name][first][:, idx], runs[name][second][:, idx]
         diff = a.mean(axis=0) - b.mean(axis=0)
@@ -239,13 +242,19 @@ def main():
     ap.add_argument("--cases", default="c1,g2")
     ap.add_argument("--dims", default="200,400,800")
     ap.add_argument("--sim-cache", default=str(ROOT / "out" / "sims"))
-    ap.add_argument("--dmft-seeds", type=int, default=DMFT_SEEDS, help="sampling seeds averaged per curve")
+    ap.add_argument("--dmft-seeds", default=str(DMFT_SEEDS),
+                    help="sampling seeds averaged per curve: one number, or one per --dims entry")
     ap.add_argument("--datasets", type=int, default=DATASETS,
                     help="training-set replicas at the first D (0: skip them and keep the stored entry)")
     ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
                     help="per-seed DMFT curves, reused while the solve's source files are unchanged ('' to disable)")
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
+    dmft_seeds = [int(n) for n in args.dmft_seeds.split(",")]
+    if len(dmft_seeds) == 1:
+        dmft_seeds *= len(dims)
+    if len(dmft_seeds) != len(dims) or min(dmft_seeds) < 2:
+        ap.error(f"--dmft-seeds: one number >= 2, or one per --dims entry ({len(dims)}); got {args.dmft_seeds!r}")
     table_path = ROOT / "data" / "finite_size.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     for case in args.cases.split(","):
@@ -255,7 +264,7 @@ def main():
         for k, dim in enumerate(dims):
             print(f"{case} D={dim}", flush=True)
             tau_s, per_seed = simulations(case, dim, Path(args.sim_cache))
-            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": args.dmft_seeds,
+            entry = {"sim_seeds": int(per_seed["train_loss"].shape[0]), "dmft_seeds": dmft_seeds[k],
                      "dmft_sites": f"{DMFT_NODES} x {DMFT_SAMPLES}"}
             if args.datasets == 0 and "datasets" in table[case].get(str(dim), {}):
                 entry["datasets"] = table[case][str(dim)]["datasets"]  # replicas not rerun: keep the stored ones
@@ -266,8 +275,10 @@ def main():
                 ax.fill_between(tau_s, sim_mean[name] - 2 * sim_se[name], sim_mean[name] + 2 * sim_se[name],
                                 color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean +- 2 SE)")
             for finite in (False, True):
-                tau_d, runs, excluded, seconds = dmft_curves(case, dim, finite, args.dmft_seeds,
-                                                             Path(args.dmft_cache) if args.dmft_cache else None)
+                n_seeds = dmft_seeds[k] if finite else min(dmft_seeds[k], DINF_SEEDS)
+                tau_d, runs, kept, excluded, seconds = dmft_curves(case, dim, finite, n_seeds,
+                                                                   Path(args.dmft_cache) if args.dmft_cache else None)
+                first = kept < n_seeds // 2
                 mean, sd = mean_sd(runs)
                 used = next(iter(runs.values())).shape[0]
                 key = "finite_size" if finite else "d_inf"
@@ -275,12 +286,12 @@ def main():
                               for name in ("train_loss", "test_loss")}
                 entry[key]["runs_used"] = used
                 entry[key]["excluded_seeds"] = excluded  # flagged by train_loss_rise
-                entry[key]["halves"] = halves(tau_s, tau_d, runs)
+                entry[key]["halves"] = halves(tau_s, tau_d, runs, first)
                 if finite:  # each half's own largest deviation from the networks, as the table would show it
                     entry[key]["halves"]["deviation"] = [
-                        {name: deviation(tau_s, per_seed, tau_d, mean_sd({k: v[part] for k, v in runs.items()})[0],
+                        {name: deviation(tau_s, per_seed, tau_d, mean_sd({n: v[part] for n, v in runs.items()})[0],
                                          name)["max_dev_over_se"] for name in ("train_loss", "test_loss")}
-                        for part in (slice(0, used // 2), slice(used // 2, used))]
+                        for part in (first, ~first)]
                 entry[key]["seconds_per_run"] = seconds if np.isfinite(seconds) else None  # None: all cached
                 entry[key]["max_dmft_sd"] = {n: float(np.max(sd[n])) for n in ("train_loss", "test_loss")}
                 if finite:
