@@ -288,8 +288,9 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm, partners
     sees it through (x_mu.x_nu)^2 = (1 + (e^2 - 1)) / D, e ~ N(0, 1): the mean is in C_z, the rest is
     zeta_mu = sum_nu b_nu (e_nu^2 - 1) / D, zero mean, covariance 2 ratio E[b b'] / D, independent of
     the site.  It is sampled as a Gaussian sum over _BUMP_PARTNERS sites drawn uniformly from the
-    sampled sites (weights omega ~ N(0, 2 P w_nu N / K) / D, antithetic) and lags one step (b at
-    row t-1: the bumps change slowly on the scale h)."""
+    sampled sites (weights omega ~ N(0, 2 P w_nu N / K) / D, antithetic; a site's own draw and its
+    antithetic mirror get weight zero, since zeta sums the *other* points' bumps) and lags one step
+    (b at row t-1: the bumps change slowly on the scale h)."""
     B = u2.shape[0]
     K = partners.shape[1]
     if t >= 1:
@@ -720,7 +721,19 @@ class TwoLayerProblem:
             omegas = np.zeros((o.nodes, per, K))  # zero for the noise-free twins of the control variate
             partners[:, :half], partners[:, half:S] = pick, pick
             omegas[:, :half], omegas[:, half:S] = e, -e
-            self.partners, self.omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
+            partners, omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
+            # zeta_mu sums the bumps of the *other* points: a site drawn as its own partner, or its
+            # antithetic mirror (same u, mirrored paths, a nearly equal bump), would feed its own bump
+            # back into its covariance, a self-feedback the networks do not have.  It made about one
+            # sampling draw in 16 run away (docs/finite-size.md, section 5c).  Those partners get zero
+            # weight, and the site's remaining weights are rescaled to keep the variance of zeta.
+            site = np.arange(partners.shape[0])
+            within = site % per
+            mirror = np.where(within < half, site + half, np.where(within < S, site - half, -1))
+            own = (partners == site[:, None]) | (partners == mirror[:, None])
+            omegas[own] = 0.0
+            omegas *= np.sqrt(K / np.maximum(K - own.sum(axis=1), 1))[:, None]
+            self.partners, self.omegas = partners, omegas
             # bulk norm n = |x_perp|^2 of each sampled site: chi^2_{D-1}/D, here 1 + sqrt(2/D) g (antithetic
             # with the site's other draws; 1 for the noise-free twins), floored at 1/D (a norm is
             # positive; the floor is reached with probability < 1e-6 for D >= 50)

@@ -488,3 +488,25 @@ def test_replica_pull_fluctuation_is_finite_training_set_noise():
         shift[dim] = np.log(np.diag(K1["C_par"])[-1] / dim) - log_s[-1]
     assert abs(shift[200]) > 0.01, shift
     assert 1.7 < shift[200] / shift[800] < 2.3 and 1.7 < shift[800] / shift[3200] < 2.3, shift
+
+
+def test_bump_field_excludes_the_site_itself_and_its_mirror_and_keeps_its_variance():
+    # zeta_mu = sum_nu b_nu (e_nu^2 - 1) / D runs over the *other* points (docs/finite-size.md, 3b).
+    # A sampled site drawn as its own bump partner, or its antithetic mirror, fed its own bump back
+    # into its covariance; that self-feedback made about one draw in 16 run away (section 5c).  Few
+    # sites and many partners make such draws common (here 1/4 of all partners): they must get zero
+    # weight, and the rest must keep E[sum_k omega_k^2] = 2 ratio / D, the variance of zeta per unit
+    # bump^2 (without the rescaling it would be 25 % low).
+    dim, ratio = 400, 5.5
+    p = TwoLayerProblem(TwoLayerModel(1.0, ratio, 0.02),
+                        TwoLayerDMFT(dim=dim, dt=0.4, t_max=2.0, nodes=2, samples=4, seed=0, finite_size=True))
+    per, half, S = 5, 2, 4
+    site = np.arange(p.partners.shape[0])
+    within = site % per
+    mirror = np.where(within < half, site + half, np.where(within < S, site - half, -1))
+    own = (p.partners == site[:, None]) | (p.partners == mirror[:, None])
+    assert own[within < S].mean() > 0.2  # the case is exercised
+    assert np.all(p.omegas[own] == 0.0)
+    assert np.all(p.omegas[within == S] == 0.0)  # the control variate's noise-free twins
+    total = (p.omegas[within < S] ** 2).sum(axis=1)
+    assert abs(total.mean() / (2.0 * ratio / dim) - 1.0) < 0.1, total.mean() * dim / (2.0 * ratio)
