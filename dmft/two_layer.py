@@ -101,8 +101,9 @@ def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=RISE_STEPS):
     the train loss while its step is below 2 / (largest Hessian eigenvalue); above that (edge of
     stability, strong feature learning at a large dt) networks do raise it, in period-2 oscillations or
     short catapults, so a rise is a warning, not an error.  A long monotone rise where the networks at
-    the same dt keep descending is an unstable solution: with --finite-size a few sampling seeds run
-    into one late in the grokking regime (docs/finite-size.md, section 5c).  Returns a dict with the
+    the same dt keep descending is an unstable solution: with --finite-size about one sampling seed in
+    16 ran into one until the bump field's sampler stopped drawing a site as its own partner
+    (docs/finite-size.md, section 5c).  Returns a dict with the
     time of the minimum before the rise (``from_tau``), the time it was detected (``tau``) and the rise
     relative to the minimum there (``relative_rise``)."""
     train_loss = np.asarray(train_loss, dtype=float)
@@ -1173,9 +1174,8 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
         warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
                    f"{RISE_STEPS} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
                    "gradient descent raises it only above the edge of stability (lower --dt to check)"
-                   + ("; with --finite-size a long rise is an instability of the finite-size terms that a few "
-                      "sampling seeds run into late in the grokking regime (docs/finite-size.md, section 5c): "
-                      "compare another --seed" if opts.finite_size else ""))
+                   + ("; with --finite-size a long rise is an unstable solution of the finite-size terms "
+                      "(docs/finite-size.md, section 5c): compare another --seed" if opts.finite_size else ""))
         result.message = f"{result.message}; {warning}"
         warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if message is None:

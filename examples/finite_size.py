@@ -103,8 +103,10 @@ def _source_hash():
 
 
 def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES):
-    """Mean and sd over ``seeds`` sampling seeds of the DMFT's curves; each seed's curves are cached
-    under ``cache`` (keyed by the hash of the solve's source files, ``_DMFT_SOURCES``) and reused."""
+    """The DMFT's curves for sampling seeds 0 .. seeds-1; each seed's curves are cached under ``cache``
+    (keyed by the hash of the solve's source files, ``_DMFT_SOURCES``) and reused.  Returns tau, the
+    kept runs (name -> array over runs x time), their seeds, the seeds left out because
+    ``train_loss_rise`` flags them, and the seconds per freshly computed run (nan if all cached)."""
     c = CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
     out, seconds, fresh = [], 0.0, 0
