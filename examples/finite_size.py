@@ -8,8 +8,8 @@ exact infinite-width network (``dmft.simulate``, width = inf, seeds 1000, 1001, 
 * the finite-size DMFT (``finite_size=True``, docs/finite-size.md),
 
 both averaged over ``DMFT_SEEDS`` sampling seeds of ``DMFT_NODES`` x ``DMFT_SAMPLES`` sites, and tabulates the
-largest deviation over time, also in units of the simulation's standard error.  A run whose train loss
-runs away (``train_loss_rise``, docs/finite-size.md section 5c) is left out of the mean and listed under
+largest deviation over time, also in units of the simulation's standard error.  A run that diverges or whose
+train loss runs away (``train_loss_rise``, docs/finite-size.md section 5c) is left out of the mean and listed under
 ``excluded_seeds``; the two halves of the runs are also compared with each other (``halves``).  At D = 200 it also runs ``DATASETS`` training-set
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
 spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
@@ -37,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dmft.agreement import max_deviation  # noqa: E402
 from dmft.params import TwoLayerModel  # noqa: E402
 from dmft.simulator import SimulationResult, control_variate_mean, simulate  # noqa: E402
 from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, dataset_ensemble, train_loss_rise  # noqa: E402
@@ -105,7 +106,7 @@ def _source_hash():
 def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES):
     """The DMFT's curves for sampling seeds 0 .. seeds-1; each seed's curves are cached under ``cache``
     (keyed by the hash of the solve's source files, ``_DMFT_SOURCES``) and reused.  Returns tau, the
-    kept runs (name -> array over runs x time), their seeds, the seeds left out because
+    kept runs (name -> array over runs x time), their seeds, the seeds left out because they diverged or
     ``train_loss_rise`` flags them, and the seconds per freshly computed run (nan if all cached)."""
     c = CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
@@ -121,9 +122,11 @@ def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = N
         p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=nodes, samples=DMFT_SAMPLES,
                                                 seed=seed, finite_size=finite_size))
         K, msg = p.sweep()
-        if msg:
-            raise RuntimeError(f"{case} D={dim}: {msg}")
         o = {k: np.asarray(v) for k, v in p.observables_from(K, p.last_pass["Delta"]).items() if np.ndim(v) >= 1}
+        if msg:  # a diverged sampling draw (docs/finite-size.md, section 5c): its curves up to the divergence
+            # (NaN after) are cached with the message, left out of the mean and reported
+            print(f"  {case} D={dim} sampling seed {seed}: {msg}", flush=True)
+            o["diverged"] = np.array(msg)
         seconds += time.perf_counter() - t0
         fresh += 1
         if cache is not None:
@@ -132,15 +135,17 @@ def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = N
             np.savez(tmp, **o)
             os.replace(tmp, cache / name)
         out.append(o)
-    # a sampling seed whose train loss runs away (docs/finite-size.md, section 5c) is an unstable solution,
-    # not a sample of the theory: it is left out of the mean and reported
-    excluded = [seed for seed, o in enumerate(out) if train_loss_rise(o["tau"], o["train_loss"]) is not None]
+    # a sampling seed that diverges or whose train loss runs away (docs/finite-size.md, section 5c) is an
+    # unstable solution, not a sample of the theory: it is left out of the mean and reported
+    excluded = [seed for seed, o in enumerate(out)
+                if "diverged" in o or train_loss_rise(o["tau"], o["train_loss"]) is not None]
     kept = [o for seed, o in enumerate(out) if seed not in excluded]
     if len(kept) < 2:
-        raise RuntimeError(f"{case} D={dim}: the train loss of sampling seeds {excluded} rises (unstable solution)")
+        raise RuntimeError(f"{case} D={dim}: fewer than 2 usable sampling runs of {seeds} (left out: {excluded}, "
+                           "which diverge or whose train loss rises: unstable solutions)")
     runs = {k: np.array([o[k] for o in kept]) for k in kept[0] if k != "tau"}
     kept_seeds = np.array([seed for seed in range(seeds) if seed not in excluded])
-    return out[0]["tau"], runs, kept_seeds, excluded, (seconds / fresh if fresh else float("nan"))
+    return kept[0]["tau"], runs, kept_seeds, excluded, (seconds / fresh if fresh else float("nan"))
 
 
 def mean_sd(runs):
@@ -168,17 +173,26 @@ def halves(tau_sim, tau_dmft, runs, first, names=("train_loss", "test_loss")):
     return out
 
 
-def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None, dmft_seeds=DMFT_SEEDS):
+def deviation(tau_sim, per_seed, tau_dmft, mean, name, dmft_sd=None, dmft_seeds=DMFT_SEEDS, dmft_runs=None):
     """Largest deviation of a DMFT curve from the networks' seed mean, in units of the networks'
     standard error and (with dmft_sd, the sd over dmft_seeds sampling seeds) of the combined error
     sqrt(SE^2 + sd^2 / dmft_seeds) of the difference.  With the training sets' fourth moments
     (per_seed["u4"]) the same is also given, under "control_variate", against the control-variate
     estimate of the mean over training sets (dmft.simulator.control_variate_mean), whose SE is 1.5-5x
-    smaller than the seed mean's."""
+    smaller than the seed mean's.  With ``dmft_runs`` (the runs of dmft_curves), "exact_theory" gives
+    what the largest deviation would be for an exact theory (dmft.agreement.max_deviation: bootstrap
+    over the networks, and over the runs for the combined error): its pass rate at 2 SE, 95 % quantile,
+    and the p-value of the observed figure."""
     idx = np.rint(tau_sim / (tau_dmft[1] - tau_dmft[0])).astype(int)
     sim, se = control_variate_mean(per_seed[name])
     out = _deviation_stats(tau_sim, mean[name][idx] - sim, se,
                            None if dmft_sd is None else dmft_sd[name][idx] / np.sqrt(dmft_seeds))
+    if dmft_runs is not None:
+        live = tau_sim > 0
+        out["exact_theory"] = {
+            "networks_se": max_deviation(mean[name][idx][live], per_seed[name][:, live])["exact_theory"],
+            "combined_se": max_deviation(None, per_seed[name][:, live],
+                                         theory_runs=dmft_runs[name][:, idx][:, live])["exact_theory"]}
     if "u4" in per_seed:  # the same against the control-variate estimate of the mean over training sets
         cv, cv_se = control_variate_mean(per_seed[name], per_seed["u4"])
         # at tau = 0 the train loss is m4 / 4: the estimate is exactly 3/4 with zero error, and the DMFT's
@@ -284,10 +298,10 @@ def main():
                 mean, sd = mean_sd(runs)
                 used = next(iter(runs.values())).shape[0]
                 key = "finite_size" if finite else "d_inf"
-                entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name, sd, used)
+                entry[key] = {name: deviation(tau_s, per_seed, tau_d, mean, name, sd, used, runs if finite else None)
                               for name in ("train_loss", "test_loss")}
                 entry[key]["runs_used"] = used
-                entry[key]["excluded_seeds"] = excluded  # flagged by train_loss_rise
+                entry[key]["excluded_seeds"] = excluded  # diverged, or flagged by train_loss_rise
                 entry[key]["halves"] = halves(tau_s, tau_d, runs, first)
                 if finite:  # each half's own largest deviation from the networks, as the table would show it
                     entry[key]["halves"]["deviation"] = [

@@ -1,0 +1,99 @@
+"""The agreement statistic (largest deviation in SE) and its exact-theory distribution, checked against
+Monte Carlo with a known true mean."""
+import numpy as np
+import pytest
+
+from dmft.agreement import control_variate_mean_fast, max_deviation
+from dmft.simulator import control_variate_mean
+
+
+def _curves(rng, n, T=40, corr=0.9, u4=False):
+    """n seeds of AR(1) curves (correlation corr between neighbouring times) around the true mean sin(t);
+    with u4, each seed also carries a covariate of mean 3 that explains part of its level."""
+    e = np.empty((n, T))
+    e[:, 0] = rng.standard_normal(n)
+    for j in range(1, T):
+        e[:, j] = corr * e[:, j - 1] + np.sqrt(1 - corr**2) * rng.standard_normal(n)
+    truth = np.sin(np.linspace(0, 3, T))
+    if not u4:
+        return truth, truth + 0.1 * e, None
+    x = 3.0 + 0.3 * rng.standard_normal(n)
+    return truth, truth + 0.1 * e + 0.2 * (x - 3.0)[:, None], x
+
+
+def test_fast_control_variate_equals_the_simulators():
+    rng = np.random.default_rng(1)
+    _, y, x = _curves(rng, 25, u4=True)
+    a, s = control_variate_mean_fast(y, x)
+    b, t = control_variate_mean(y, x)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(s, t, rtol=1e-10)
+
+
+@pytest.mark.parametrize("u4", [False, True])
+def test_exact_theory_pass_rate_and_p_values_match_monte_carlo(u4):
+    # the true mean, compared with many independent sets of 40 seeds: the share of sets in which it
+    # stays within 2 SE at every time is what the bootstrap predicts from one set, and its p-values
+    # are close to uniform
+    rng = np.random.default_rng(2)
+    passed, predicted, pvals = [], [], []
+    for _ in range(150):
+        truth, y, x = _curves(rng, 40, u4=u4)
+        r = max_deviation(truth, y, u4=x, bootstrap=300, seed=int(rng.integers(1 << 30)))
+        passed.append(r["max_over_se"] <= 2.0)
+        predicted.append(r["exact_theory"]["pass_rate"])
+        pvals.append(r["exact_theory"]["p_value"])
+    mc, boot = np.mean(passed), np.mean(predicted)
+    # 150 sets: the Monte Carlo share has SE ~0.035
+    assert 0.3 < mc < 0.95
+    assert abs(mc - boot) < 0.1, (mc, boot)
+    assert abs(np.mean(np.array(pvals) < 0.05) - 0.05) < 0.06
+    assert abs(np.mean(np.array(pvals) < 0.5) - 0.5) < 0.13
+
+
+def test_a_biased_theory_is_rejected_and_the_observed_figures_are_the_direct_ones():
+    rng = np.random.default_rng(3)
+    truth, y, _ = _curves(rng, 40)
+    se = y.std(axis=0, ddof=1) / np.sqrt(40)
+    r = max_deviation(truth + 4 * se.max(), y, bootstrap=500)
+    assert r["max_over_se"] >= 4.0 - 1e-9
+    assert r["exact_theory"]["p_value"] < 0.01
+    direct = np.abs(truth + 4 * se.max() - y.mean(axis=0)) / se
+    assert r["max_over_se"] == pytest.approx(direct.max())
+    assert r["within_fraction"] == pytest.approx(np.mean(direct <= 2.0))
+
+
+def test_theory_runs_add_their_error_and_are_calibrated():
+    rng = np.random.default_rng(4)
+    passed, predicted = [], []
+    for _ in range(120):
+        truth, y, _ = _curves(rng, 40)
+        _, runs, _ = _curves(rng, 16)  # an exact but noisy theory: 16 runs around the truth
+        r = max_deviation(None, y, theory_runs=runs, bootstrap=300, seed=int(rng.integers(1 << 30)))
+        se_net = y.std(axis=0, ddof=1) / np.sqrt(40)
+        se_th = runs.std(axis=0, ddof=1) / 4
+        direct = np.abs(runs.mean(axis=0) - y.mean(axis=0)) / np.sqrt(se_net**2 + se_th**2)
+        assert r["max_over_se"] == pytest.approx(direct.max())
+        passed.append(r["max_over_se"] <= 2.0)
+        predicted.append(r["exact_theory"]["pass_rate"])
+    assert abs(np.mean(passed) - np.mean(predicted)) < 0.12
+
+
+def test_bad_input_gets_a_clear_error():
+    y = np.ones((5, 3)) + np.arange(15).reshape(5, 3) ** 2
+    with pytest.raises(ValueError, match="seeds >= 3"):
+        max_deviation(np.zeros(3), y[:2], bootstrap=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        max_deviation(np.zeros(3), np.where(y > 100, np.nan, y), bootstrap=0)
+    with pytest.raises(ValueError, match="theory has shape"):
+        max_deviation(np.zeros(4), y, bootstrap=0)
+    with pytest.raises(ValueError, match="u4 has shape"):
+        max_deviation(np.zeros(3), y, u4=np.ones(4), bootstrap=0)
+    with pytest.raises(ValueError, match="theory_runs"):
+        max_deviation(None, y, theory_runs=np.ones((1, 3)), bootstrap=0)
+    with pytest.raises(ValueError, match="bootstrap"):
+        max_deviation(np.zeros(3), y, bootstrap=10)
+    with pytest.raises(ValueError, match=">= 8 seeds"):
+        max_deviation(np.zeros(3), y)
+    r = max_deviation(np.zeros(3), y, bootstrap=0)  # the observed figures need no bootstrap
+    assert r["exact_theory"] is None and r["max_over_se"] > 0
