@@ -251,6 +251,35 @@ def compare(theory, sims, out, force, marks, title, dpi, plain_mean):
     fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title,
                          control_variate=not plain_mean)
     click.echo(f"wrote {save_figure(fig, out, dpi=dpi)}")
+    _print_agreement(theory, sims, not plain_mean)
+
+
+def _print_agreement(theory, sims, control_variate):
+    """For a DMFT file against each simulation file with per-seed curves: the largest deviation in
+    the networks' SE, and what an exact theory would score (dmft.agreement)."""
+    from pathlib import Path
+
+    from dmft.agreement import against_simulation, describe
+    from dmft.plot import load_curves
+    from dmft.simulator import SimulationResult
+
+    rec = load_curves(theory, control_variate)
+    if rec.role != "dmft":
+        return
+    for path in sims:
+        try:
+            sim = SimulationResult.load(path)
+        except Exception:  # another DMFT file, or a simulation without per-seed curves: nothing to test
+            continue
+        if not sim.per_seed or next(iter(sim.per_seed.values())).shape[0] < 3:
+            continue
+        try:
+            results = against_simulation(rec.tau, rec.observables, sim, control_variate=control_variate)
+        except ValueError as err:
+            click.echo(f"{Path(path).name}: no agreement figure ({err})")
+            continue
+        for line in describe(results):
+            click.echo(f"{rec.name} vs {Path(path).name}: {line}")
 
 
 # ----------------------------------------------------------------------------- sweep

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["max_deviation", "control_variate_mean_fast", "MIN_BOOTSTRAP_SEEDS"]
+__all__ = ["max_deviation", "against_simulation", "describe", "control_variate_mean_fast", "MIN_BOOTSTRAP_SEEDS"]
 
 #: fewest seeds for the exact-theory bootstrap: of the resamples of 4 seeds, 1 in 64 is one seed four
 #: times (SE 0) and 34 % hold at most two distinct seeds, so the statistic's tail is meaningless
@@ -130,3 +130,57 @@ def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float 
     out["exact_theory"] = {"pass_rate": float(np.mean(null <= threshold)), "quantile_95": float(np.quantile(null, 0.95)),
                            "p_value": float(np.mean(null >= observed)), "bootstrap": int(bootstrap)}
     return out
+
+
+def against_simulation(theory_tau, theory_observables, sim, names=("train_loss", "test_loss"),
+                       control_variate: bool = True, bootstrap: int = 2000, seed: int = 0) -> dict:
+    """:func:`max_deviation` of a theory's curves against a :class:`dmft.simulator.SimulationResult`
+    with per-seed curves, at the simulation's recorded times tau > 0 inside the theory's range (the
+    theory linearly interpolated there; use the same Euler step and record times for an exact
+    match).  The networks' mean is the m4 control-variate estimate when ``control_variate`` and the
+    training sets' moments are known (4 or more seeds), else the plain seed mean.  With fewer than
+    MIN_BOOTSTRAP_SEEDS seeds there is no exact-theory distribution (``exact_theory`` None).  The
+    theory's own Monte-Carlo error is not included.  Returns name -> the max_deviation dict plus
+    ``tau_of_max``, ``mean`` (which estimate) and ``seeds``; names missing on either side are skipped."""
+    if not getattr(sim, "per_seed", None):
+        raise ValueError("the simulation has no per-seed curves (needed for a standard error)")
+    tau_t = np.asarray(theory_tau, dtype=float)
+    tau_s = np.asarray(sim.tau, dtype=float)
+    live = (tau_s > 0) & (tau_s >= tau_t[0] - 1e-9) & (tau_s <= tau_t[-1] + 1e-9)
+    if not live.any():
+        raise ValueError(f"no simulation time in the theory's range tau = {tau_t[0]:g}..{tau_t[-1]:g} (beyond 0)")
+    out = {}
+    for name in names:
+        if name not in theory_observables or name not in sim.per_seed:
+            continue
+        y = np.asarray(sim.per_seed[name], dtype=float)[:, live]
+        keep = np.all(np.isfinite(y), axis=1)  # a diverged network is left out, and counted
+        y = y[keep]
+        u4 = None
+        if control_variate and sim.data_moments is not None and "u4" in sim.data_moments and len(y) >= 4:
+            u4 = np.asarray(sim.data_moments["u4"], dtype=float)[keep]
+        curve = np.interp(tau_s[live], tau_t, np.asarray(theory_observables[name], dtype=float))
+        r = max_deviation(curve, y, u4=u4, bootstrap=bootstrap if len(y) >= MIN_BOOTSTRAP_SEEDS else 0, seed=seed)
+        r.update(tau_of_max=float(tau_s[live][r["index_of_max"]]), seeds=int(len(y)),
+                 left_out=int((~keep).sum()), mean="m4 control variate" if u4 is not None else "seed mean")
+        out[name] = r
+    return out
+
+
+def describe(results: dict, threshold: float = 2.0) -> list[str]:
+    """One line per curve of :func:`against_simulation`, for printing."""
+    lines = []
+    for name, r in results.items():
+        line = (f"{name}: largest deviation {r['max_dev']:.4g}; {r['max_over_se']:.2f} SE of the networks' "
+                f"{r['mean']} ({r['seeds']} seeds) at tau = {r['tau_of_max']:.4g}; "
+                f"{100 * r['within_fraction']:.0f} % of times within {threshold:g} SE")
+        x = r["exact_theory"]
+        if x is None:
+            line += f"; fewer than {MIN_BOOTSTRAP_SEEDS} seeds: no exact-theory reference"
+        else:
+            line += (f"; an exact theory: within {threshold:g} SE at every time with probability "
+                     f"{x['pass_rate']:.2f}, 95 % quantile {x['quantile_95']:.2f} SE, p = {x['p_value']:.3f}")
+        if r["left_out"]:
+            line += f" ({r['left_out']} non-finite seeds left out)"
+        lines.append(line)
+    return lines

@@ -97,3 +97,31 @@ def test_bad_input_gets_a_clear_error():
         max_deviation(np.zeros(3), y)
     r = max_deviation(np.zeros(3), y, bootstrap=0)  # the observed figures need no bootstrap
     assert r["exact_theory"] is None and r["max_over_se"] > 0
+
+
+def test_against_a_real_simulation_and_the_compare_command(tmp_path):
+    # the networks' own mean scores 0 SE (p = 1); the same curve moved by 6 of its largest SE is
+    # rejected; `dmft compare` prints the figures for a DMFT file against a simulation file
+    import dmft
+    from click.testing import CliRunner
+
+    from cli import main
+    from dmft.agreement import against_simulation, describe
+
+    res = dmft.solve(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=1.2, dt=0.2, nodes=4, samples=4)
+    tau = res.observables["tau"]
+    sim = dmft.simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=0.2, t_max=1.2, seeds=10, record_tau=tau)
+    own = {k: sim.per_seed[k].mean(axis=0) for k in ("train_loss", "test_loss")}
+    r = against_simulation(sim.tau, own, sim, control_variate=False, bootstrap=500)
+    assert r["train_loss"]["max_over_se"] < 1e-9 and r["train_loss"]["exact_theory"]["p_value"] == 1.0
+    se = sim.per_seed["train_loss"].std(axis=0, ddof=1) / np.sqrt(10)
+    shifted = {"train_loss": own["train_loss"] + 6 * se[1:].max()}
+    r = against_simulation(sim.tau, shifted, sim, control_variate=False, bootstrap=500)
+    assert r["train_loss"]["max_over_se"] >= 6 - 1e-9 and r["train_loss"]["exact_theory"]["p_value"] < 0.01
+    assert "an exact theory" in describe(r)[0]
+    res.save(tmp_path / "r.h5")
+    sim.save(tmp_path / "s.h5")
+    out = CliRunner().invoke(main, ["compare", str(tmp_path / "r.h5"), str(tmp_path / "s.h5"),
+                                    "-o", str(tmp_path / "f.png")])
+    assert out.exit_code == 0, out.output
+    assert "train_loss: largest deviation" in out.output and "95 % quantile" in out.output
