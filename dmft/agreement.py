@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["max_deviation", "against_simulation", "describe", "control_variate_mean_fast", "MIN_BOOTSTRAP_SEEDS"]
+from .simulator import control_variate_mean
+
+__all__ = ["max_deviation", "against_simulation", "describe", "MIN_BOOTSTRAP_SEEDS"]
 
 #: fewest seeds for the exact-theory bootstrap: of the resamples of 4 seeds, 1 in 64 is one seed four
 #: times (SE 0) and 34 % hold at most two distinct seeds, so the statistic's tail is meaningless
@@ -30,28 +32,10 @@ __all__ = ["max_deviation", "against_simulation", "describe", "control_variate_m
 MIN_BOOTSTRAP_SEEDS = 8
 
 
-def control_variate_mean_fast(per_seed, u4) -> tuple[np.ndarray, np.ndarray]:
-    """(estimate, SE) of the mean over training sets with the fourth moment ``u4`` (known mean 3) as a
-    control variate: the intercept at u4 = 3 of the least-squares line of ``per_seed`` (n, T) on u4,
-    and its standard error, for every column at once.  All entries must be finite; equal to
-    :func:`dmft.simulator.control_variate_mean` there (tested)."""
-    y = np.asarray(per_seed, dtype=float)
-    x = np.asarray(u4, dtype=float) - 3.0
-    n = y.shape[0]
-    xm = x.mean()
-    sxx = float(((x - xm) ** 2).sum())
-    ym = y.mean(axis=0)
-    b = ((x - xm) @ (y - ym)) / sxx
-    a = ym - b * xm
-    resid = y - a - np.outer(x, b)
-    s2 = (resid**2).sum(axis=0) / (n - 2)
-    return a, np.sqrt(s2 * (1.0 / n + xm**2 / sxx))
-
-
 def _estimate(y, u4):
     if u4 is None:
         return y.mean(axis=0), y.std(axis=0, ddof=1) / np.sqrt(y.shape[0])
-    return control_variate_mean_fast(y, u4)
+    return control_variate_mean(y, u4)
 
 
 def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float = 2.0, bootstrap: int = 2000,
@@ -64,7 +48,7 @@ def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float 
         with the networks' (``theory`` is then ignored and their mean is used).
     u4
         (n,) the training sets' fourth moments: the networks' mean is then the control-variate estimate
-        (:func:`control_variate_mean_fast`).  Columns where its SE vanishes (tau = 0, where the train
+        (:func:`dmft.simulator.control_variate_mean`).  Columns where its SE vanishes (tau = 0, where the train
         loss is m4/4 exactly) must be left out by the caller.
     threshold
         the pass mark of the statistic, in SE.

@@ -681,7 +681,16 @@ def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
     if x.shape != (n,):
         raise ValueError(f"u4 has shape {x.shape}, expected ({n},): one fourth moment per seed")
     mean, err = plain.copy(), se.copy()
-    for j in range(y.shape[1]):
+    full = np.all(np.isfinite(y), axis=0)
+    if n >= 4 and full.any():  # columns without missing seeds at once: the intercept at x = 0 and its SE
+        yf = y[:, full]
+        xm, ym = x.mean(), yf.mean(axis=0)
+        sxx = float(((x - xm) ** 2).sum())
+        slope = ((x - xm) @ (yf - ym)) / sxx
+        mean[full] = ym - slope * xm
+        resid = yf - mean[full] - np.outer(x, slope)
+        err[full] = np.sqrt(np.maximum((resid**2).sum(axis=0) / (n - 2) * (1.0 / n + xm**2 / sxx), 0.0))
+    for j in np.flatnonzero(~full):
         ok = np.isfinite(y[:, j])
         m = int(ok.sum())
         if m < 4:
