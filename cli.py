@@ -260,6 +260,7 @@ def _print_agreement(theory, sims, control_variate):
     from pathlib import Path
 
     from dmft.agreement import against_simulation, describe
+    from dmft.io import FileFormatError
     from dmft.plot import load_curves
     from dmft.simulator import SimulationResult
 
@@ -269,9 +270,7 @@ def _print_agreement(theory, sims, control_variate):
     for path in sims:
         try:
             sim = SimulationResult.load(path)
-        except Exception:  # another DMFT file, or a simulation without per-seed curves: nothing to test
-            continue
-        if not sim.per_seed or next(iter(sim.per_seed.values())).shape[0] < 3:
+        except FileFormatError:  # another DMFT file given as a simulation: nothing to test
             continue
         try:
             results = against_simulation(rec.tau, rec.observables, sim, control_variate=control_variate)

@@ -56,7 +56,7 @@ def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float 
         resamples for the exact-theory distribution (needs >= MIN_BOOTSTRAP_SEEDS seeds); 0: none
         (``exact_theory`` is then None).
 
-    Returns a dict: ``max_over_se`` (M), ``index_of_max``, ``within_fraction`` (share of times within
+    Returns a dict: ``max_over_se`` (M), ``index_of_max``, ``threshold``, ``within_fraction`` (share of times within
     ``threshold`` SE), ``max_dev`` (largest |deviation|), and ``exact_theory``: ``pass_rate`` = P(M <=
     threshold), ``quantile_95`` and ``p_value`` = P(M >= observed) for an exact theory, from
     ``bootstrap`` resamples.
@@ -93,7 +93,7 @@ def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float 
     ratio = np.abs(dev) / np.maximum(err, 1e-300)
     observed = float(ratio.max())
 
-    out = {"max_over_se": observed, "index_of_max": int(np.argmax(ratio)),
+    out = {"max_over_se": observed, "index_of_max": int(np.argmax(ratio)), "threshold": float(threshold),
            "within_fraction": float(np.mean(ratio <= threshold)), "max_dev": float(np.abs(dev).max()),
            "exact_theory": None}
     if not bootstrap:
@@ -151,10 +151,11 @@ def against_simulation(theory_tau, theory_observables, sim, names=("train_loss",
     return out
 
 
-def describe(results: dict, threshold: float = 2.0) -> list[str]:
+def describe(results: dict) -> list[str]:
     """One line per curve of :func:`against_simulation`, for printing."""
     lines = []
     for name, r in results.items():
+        threshold = r["threshold"]
         line = (f"{name}: largest deviation {r['max_dev']:.4g}; {r['max_over_se']:.2f} SE of the networks' "
                 f"{r['mean']} ({r['seeds']} seeds) at tau = {r['tau_of_max']:.4g}; "
                 f"{100 * r['within_fraction']:.0f} % of times within {threshold:g} SE")

@@ -543,7 +543,9 @@ class SimulationResult:
         observables = {k: np.asarray(obs[k]) for k in names}
         std = {k: np.asarray(obs[k + "_std"]) for k in names}
         seed_keys = sorted(raw.get("seeds", {}), key=int)
-        per_seed = {k: np.stack([np.asarray(raw["seeds"][s]["observables"][k]) for s in seed_keys]) for k in names}
+        # a file written without its per-seed group (e.g. by hand through dmft.io) has only the summary
+        per_seed = ({k: np.stack([np.asarray(raw["seeds"][s]["observables"][k]) for s in seed_keys]) for k in names}
+                    if seed_keys else {})
         lazy = None
         if "lazy_reference" in raw:
             lazy = {k: np.asarray(v) for k, v in raw["lazy_reference"].items()}
@@ -682,15 +684,16 @@ def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"u4 has shape {x.shape}, expected ({n},): one fourth moment per seed")
     mean, err = plain.copy(), se.copy()
     full = np.all(np.isfinite(y), axis=0)
-    if n >= 4 and full.any():  # columns without missing seeds at once: the intercept at x = 0 and its SE
+    xm = x.mean() if n else 0.0
+    sxx = float(((x - xm) ** 2).sum())
+    if n >= 4 and sxx > 0 and full.any():  # complete columns at once: the intercept at x = 0 and its SE
         yf = y[:, full]
-        xm, ym = x.mean(), yf.mean(axis=0)
-        sxx = float(((x - xm) ** 2).sum())
+        ym = yf.mean(axis=0)
         slope = ((x - xm) @ (yf - ym)) / sxx
         mean[full] = ym - slope * xm
         resid = yf - mean[full] - np.outer(x, slope)
         err[full] = np.sqrt(np.maximum((resid**2).sum(axis=0) / (n - 2) * (1.0 / n + xm**2 / sxx), 0.0))
-    for j in np.flatnonzero(~full):
+    for j in (np.flatnonzero(~full) if n >= 4 and sxx > 0 else range(y.shape[1])):
         ok = np.isfinite(y[:, j])
         m = int(ok.sum())
         if m < 4:
