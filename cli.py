@@ -85,7 +85,10 @@ def main():
               help="Quadrature cut-off of |u| (two-layer); the Gaussian mass beyond it is reported.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte-Carlo sampling.")
 @click.option("--replicas", type=int, default=2, show_default=True,
-              help="Independent sampling seeds used to estimate the Monte-Carlo error bars (two-layer; 1 = none).")
+              help="Independent sampling seeds (two-layer; --seed, --seed+1, ...).  D -> inf: the curves are "
+                   "--seed's and the seeds give its Monte-Carlo error bars (1 = none).  --finite-size: the curves "
+                   "are the mean over the seeds, with its standard error (use 8 or more at D <= 400).  Seeds that "
+                   "diverge, or (--finite-size) whose train loss runs away, are left out and named.")
 @click.option("--finite-size", is_flag=True,
               help="Two-layer: add the finite-D terms (spike-bulk cross covariance, the teacher coordinate's own "
                    "memory, the other memorised points' bumps and their reaction to each point's own bump, each "

@@ -1099,7 +1099,11 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     bulk C_z(t,t), mean_norm C_b(t,t), and their Monte-Carlo standard errors ``<name>_mc_err``:
     the standard deviation of the same curve over ``replicas`` independent sampling seeds
     (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
-    i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).
+    i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).  With finite_size the
+    curves are instead the mean over the sampling seeds and ``<name>_mc_err`` its standard error
+    (the bump field's sampling noise exceeds the networks' standard errors at D <= 400).  A seed that
+    diverges, or with finite_size whose train loss runs away (``train_loss_rise``), is left out:
+    ``sampling_seeds`` and ``excluded_sampling_seeds`` list them, and the message names them.
     ``train_loss_batch_err`` is the cheaper within-run error of the train loss at fixed kernels.
 
     finite_size=True adds the finite-D terms of ``docs/finite-size.md`` (spike-bulk cross
@@ -1199,21 +1203,60 @@ _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
 
 
 def _replica_errors(result, model, opts, replicas):
-    """Monte-Carlo standard error of each curve: sd over independent sampling seeds."""
+    """Run the sampling seeds seed+1 .. seed+replicas-1 beside the solve's own and combine them.
+
+    A sampling draw whose sweep diverges, or (finite_size) whose train loss :func:`train_loss_rise`
+    flags, is an unstable solution of the sampled equations (with finite_size about one draw in 50-100,
+    docs/finite-size.md section 5c), not a sample of the theory: it is left out, and listed in the
+    observable ``excluded_sampling_seeds`` and in the message; ``sampling_seeds`` lists the kept ones.
+
+    * D -> inf (finite_size=False): the curves stay those of ``seed``, and ``<name>_mc_err`` is the
+      standard deviation over the kept seeds, the Monte-Carlo error of this one solve.
+    * finite_size=True: the curves are the mean over the kept seeds and ``<name>_mc_err`` is its
+      standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
+      0.006 at D = 200) is larger than the networks' standard errors at D <= 400, and the mean of
+      sampling seeds without the unstable ones is what docs/finite-size.md section 6 compares with
+      networks.  The kernels stay those of ``seed``.
+    """
     names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
-    if replicas < 2:
-        for name in names:
-            result.observables[name + "_mc_err"] = np.full_like(result.observables[name], np.nan)
-        return
-    curves = {name: [result.observables[name]] for name in names}
+    obs = result.observables
+    runs, excluded, notes = [], [], []
+
+    def admit(seed, curves, diverged):
+        # a rise is a sign of an unstable draw only with the bump field; in the D -> inf DMFT it is the
+        # edge of stability, which every seed shares (train_loss_rise)
+        rise = None if diverged or not opts.finite_size else train_loss_rise(curves["tau"], curves["train_loss"])
+        if diverged or rise is not None:
+            excluded.append(seed)
+            notes.append(f"seed {seed} " + ("diverged" if diverged else
+                                            f"(train loss rose from its minimum at tau = {rise['from_tau']:.4g})"))
+        else:
+            runs.append((seed, curves))
+
+    admit(opts.seed, obs, False)
     for k in range(1, replicas):
         rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
         K, message = rep.sweep()
-        obs = rep.observables_from(K, rep.last_pass["Delta"])
-        for name in names:
-            curves[name].append(obs[name])
+        admit(opts.seed + k, rep.observables_from(K, rep.last_pass["Delta"]), message is not None)
+    kept = [seed for seed, _ in runs]
+    obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
+    obs["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
+    stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]).reshape(len(runs), -1) for name in names}
     for name in names:
-        result.observables[name + "_mc_err"] = np.std(curves[name], axis=0, ddof=1)
+        sd = np.std(stacked[name], axis=0, ddof=1) if len(runs) > 1 else np.full_like(obs[name], np.nan)
+        if opts.finite_size and runs:
+            obs[name] = stacked[name].mean(axis=0)
+            sd = sd / math.sqrt(len(runs))
+        obs[name + "_mc_err"] = sd
+    if opts.finite_size and replicas > 1:
+        if runs:
+            result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
+                               "errors: its standard error")
+        else:
+            result.message += "; every sampling seed ran away: the curves are those of --seed, no error bars"
+    if excluded:
+        result.message += ("; left out as unstable sampling draws (docs/finite-size.md, section 5c): "
+                           + "; ".join(notes))
 
 
 _DATASET_CURVES = ("train_loss", "test_loss", "spike")

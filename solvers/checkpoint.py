@@ -141,6 +141,9 @@ def write_result(path, result: SolverResult) -> Path:
     if result.state is None or result.options is None:
         raise ValueError("this SolverResult carries no solver state (it cannot be written as a checkpoint)")
     solver = _solver_tree(result.options, result.state, result.kernels)
+    # the result's message carries what was added after the run (a rising train loss, the sampling seeds
+    # combined and left out): a reader of the file must see it too
+    solver["message"] = str(result.message)
     solver["wall_time"] = float(result.wall_time)
     solver["nfev"] = int(result.nfev)
     return _write(path, result.kind, result.parameters, result.kernels, result.derived_kernels,
