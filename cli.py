@@ -276,7 +276,8 @@ def _print_agreement(theory, sims, control_variate):
         except FileFormatError:  # another DMFT file given as a simulation: nothing to test
             continue
         try:
-            results = against_simulation(rec.tau, rec.observables, sim, control_variate=control_variate)
+            theory = {**rec.observables, **{k + "_sampling_runs": v for k, v in rec.sampling_runs.items()}}
+            results = against_simulation(rec.tau, theory, sim, control_variate=control_variate)
         except ValueError as err:
             click.echo(f"{Path(path).name}: no agreement figure ({err})")
             continue

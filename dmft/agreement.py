@@ -123,9 +123,12 @@ def against_simulation(theory_tau, theory_observables, sim, names=("train_loss",
     theory linearly interpolated there; use the same Euler step and record times for an exact
     match).  The networks' mean is the m4 control-variate estimate when ``control_variate`` and the
     training sets' moments are known (4 or more seeds), else the plain seed mean.  With fewer than
-    MIN_BOOTSTRAP_SEEDS seeds there is no exact-theory distribution (``exact_theory`` None).  The
-    theory's own Monte-Carlo error is not included.  Returns name -> the max_deviation dict plus
-    ``tau_of_max``, ``mean`` (which estimate) and ``seeds``; names missing on either side are skipped."""
+    MIN_BOOTSTRAP_SEEDS seeds there is no exact-theory distribution (``exact_theory`` None).  When the
+    theory carries its sampling runs (``<name>_sampling_runs``, runs x time: a finite-size solve with
+    replicas >= 2), the theory is their mean and its own Monte-Carlo error is combined with the networks'
+    (``theory_runs`` of :func:`max_deviation`); otherwise it is not included.  Returns name -> the
+    max_deviation dict plus ``tau_of_max``, ``mean`` (which estimate), ``seeds`` and ``theory_runs`` (how
+    many theory runs were combined, 0 if none); names missing on either side are skipped."""
     if not getattr(sim, "per_seed", None):
         raise ValueError("the simulation has no per-seed curves (needed for a standard error)")
     tau_t = np.asarray(theory_tau, dtype=float)
@@ -144,9 +147,17 @@ def against_simulation(theory_tau, theory_observables, sim, names=("train_loss",
         if control_variate and sim.data_moments is not None and "u4" in sim.data_moments and len(y) >= 4:
             u4 = np.asarray(sim.data_moments["u4"], dtype=float)[keep]
         curve = np.interp(tau_s[live], tau_t, np.asarray(theory_observables[name], dtype=float))
-        r = max_deviation(curve, y, u4=u4, bootstrap=bootstrap if len(y) >= MIN_BOOTSTRAP_SEEDS else 0, seed=seed)
+        runs = theory_observables.get(name + "_sampling_runs")
+        runs = None if runs is None else np.atleast_2d(np.asarray(runs, dtype=float))
+        if runs is not None and (runs.shape[0] < 2 or runs.shape[1] != tau_t.shape[0]):
+            runs = None  # one kept run carries no error estimate
+        if runs is not None:
+            runs = np.array([np.interp(tau_s[live], tau_t, r) for r in runs])
+        r = max_deviation(curve, y, theory_runs=runs, u4=u4,
+                          bootstrap=bootstrap if len(y) >= MIN_BOOTSTRAP_SEEDS else 0, seed=seed)
         r.update(tau_of_max=float(tau_s[live][r["index_of_max"]]), seeds=int(len(y)),
-                 left_out=int((~keep).sum()), mean="m4 control variate" if u4 is not None else "seed mean")
+                 left_out=int((~keep).sum()), mean="m4 control variate" if u4 is not None else "seed mean",
+                 theory_runs=0 if runs is None else int(runs.shape[0]))
         out[name] = r
     return out
 
@@ -156,8 +167,10 @@ def describe(results: dict) -> list[str]:
     lines = []
     for name, r in results.items():
         threshold = r["threshold"]
-        line = (f"{name}: largest deviation {r['max_dev']:.4g}; {r['max_over_se']:.2f} SE of the networks' "
-                f"{r['mean']} ({r['seeds']} seeds) at tau = {r['tau_of_max']:.4g}; "
+        se = (f"SE (the networks' {r['mean']}, {r['seeds']} seeds, combined with the theory's {r['theory_runs']} "
+              "sampling runs)" if r.get("theory_runs") else f"SE of the networks' {r['mean']} ({r['seeds']} seeds)")
+        line = (f"{name}: largest deviation {r['max_dev']:.4g}; {r['max_over_se']:.2f} {se} "
+                f"at tau = {r['tau_of_max']:.4g}; "
                 f"{100 * r['within_fraction']:.0f} % of times within {threshold:g} SE")
         x = r["exact_theory"]
         if x is None:

@@ -70,6 +70,8 @@ class Curves:
     #: simulations: how ``observables`` estimate the mean over training sets: "seed mean" or
     #: "m4 control variate" (:meth:`dmft.simulator.SimulationResult.seed_mean`)
     estimator: str = ""
+    #: DMFT (finite-size, replicas >= 2): name -> the kept sampling runs whose mean is the curve (runs x time)
+    sampling_runs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def seeds(self) -> int | None:
@@ -114,7 +116,10 @@ def _from_raw(raw: Mapping, name: str, control_variate: bool = True) -> Curves:
             if err.shape == tau.shape and np.isfinite(err).any():
                 errors[k] = err
                 break
-    return Curves("dmft", name, kind, params, tau, {k: np.asarray(obs[k], float) for k in names}, errors)
+    runs = {k[: -len("_sampling_runs")]: np.asarray(v, float) for k, v in obs.items()
+            if k.endswith("_sampling_runs") and np.ndim(v) == 2 and np.shape(v)[1] == tau.shape[0]}
+    return Curves("dmft", name, kind, params, tau, {k: np.asarray(obs[k], float) for k in names}, errors,
+                  sampling_runs=runs)
 
 
 def load_curves(source: Any, control_variate: bool = True) -> Curves:

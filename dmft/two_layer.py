@@ -1200,6 +1200,8 @@ def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
 
 
 _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
+#: curves whose kept sampling runs a finite-size solve stores as ``<name>_sampling_runs`` (runs x time)
+SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
 
 
 def _replica_errors(result, model, opts, replicas):
@@ -1216,7 +1218,8 @@ def _replica_errors(result, model, opts, replicas):
       standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
       0.006 at D = 200) is larger than the networks' standard errors at D <= 400, and the mean of
       sampling seeds without the unstable ones is what docs/finite-size.md section 6 compares with
-      networks.  The kernels stay those of ``seed``.
+      networks; ``train_loss_sampling_runs`` and ``test_loss_sampling_runs`` hold the kept runs (seeds x
+      time), which :func:`dmft.agreement.against_simulation` uses.  The kernels stay those of ``seed``.
     """
     names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
     obs = result.observables
@@ -1247,6 +1250,10 @@ def _replica_errors(result, model, opts, replicas):
         if opts.finite_size and runs:
             obs[name] = stacked[name].mean(axis=0)
             sd = sd / math.sqrt(len(runs))
+            if name in SAMPLING_RUN_CURVES:
+                # the runs themselves (kept seeds x time): dmft.agreement resamples them to combine the
+                # theory's sampling error with the networks' in the exact-theory reference
+                obs[name + "_sampling_runs"] = stacked[name]
         obs[name + "_mc_err"] = sd
     if opts.finite_size and replicas > 1:
         if runs:

@@ -132,3 +132,39 @@ def test_against_a_real_simulation_and_the_compare_command(tmp_path):
                                     "-o", str(tmp_path / "f.png")])
     assert out.exit_code == 0, out.output
     assert "train_loss: largest deviation" in out.output and "95 % quantile" in out.output
+
+
+def test_a_theory_with_sampling_runs_combines_their_error(tmp_path):
+    # A finite-size solve stores its kept sampling runs; against_simulation must then use their mean and the
+    # combined SE, i.e. give exactly max_deviation(theory_runs=...) on the runs read at the simulation's times,
+    # and `dmft compare` must say so.  Runs that differ only by a constant offset pin the combined SE by hand.
+    import dmft
+    from click.testing import CliRunner
+
+    from cli import main
+    from dmft.agreement import against_simulation, describe
+
+    res = dmft.solve(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=1.2, dt=0.2, nodes=4, samples=4, finite_size=True,
+                     replicas=3)
+    assert res.observables["train_loss_sampling_runs"].shape == (3, res.observables["tau"].size)
+    np.testing.assert_allclose(res.observables["train_loss_sampling_runs"].mean(axis=0), res.observables["train_loss"],
+                               rtol=1e-12)
+    sim = dmft.simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=0.2, t_max=1.2, seeds=10,
+                        record_tau=res.observables["tau"])
+    own = sim.per_seed["train_loss"].mean(axis=0)
+    se_net = sim.per_seed["train_loss"].std(axis=0, ddof=1) / np.sqrt(10)
+    offsets = np.array([-1.0, 0.0, 1.0]) * 3 * se_net[1:].max()  # sd of the runs: 3 max SE; SE of their mean: sqrt(3)
+    theory = {"train_loss": own + 2 * se_net[1:].max(),
+              "train_loss_sampling_runs": own[None] + 2 * se_net[1:].max() + offsets[:, None]}
+    r = against_simulation(sim.tau, theory, sim, control_variate=False, bootstrap=500)["train_loss"]
+    live = sim.tau > 0
+    direct = (2 * se_net[1:].max()) / np.sqrt(se_net[live] ** 2 + 3 * se_net[1:].max() ** 2)
+    assert r["theory_runs"] == 3 and r["max_over_se"] == pytest.approx(direct.max())
+    assert r["max_over_se"] < 2.0 * 0.6  # without the theory's error it would be 2 SE
+    assert "combined with the theory's 3 sampling runs" in describe({"train_loss": r})[0]
+    res.save(tmp_path / "r.h5")
+    sim.save(tmp_path / "s.h5")
+    out = CliRunner().invoke(main, ["compare", str(tmp_path / "r.h5"), str(tmp_path / "s.h5"), "-o",
+                                    str(tmp_path / "f.png")])
+    assert out.exit_code == 0, out.output
+    assert "combined with the theory's 3 sampling runs" in out.output
