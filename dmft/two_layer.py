@@ -1155,7 +1155,11 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     kernels, message = problem.sweep(progress=(lambda t: bar.update(1)) if bar else None)
     if bar:
         bar.close()
-    sweep_pass = problem.last_pass
+    # keep only the sweep's per-site curves (what the observables read: Delta, the control variate's
+    # train_cv, bump2); its (sites x T x T) state is dropped, so that the confirmation pass and the
+    # sampling replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
+    sweep_pass = {k: v for k, v in problem.last_pass.items() if np.ndim(v) < 3}
+    problem.last_pass = sweep_pass
     confirmation = float("nan")
     if message is None and confirm:
         confirmation = _residual(problem.update(kernels), kernels)
