@@ -102,8 +102,8 @@ def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=RISE_STEPS):
     stability, strong feature learning at a large dt) networks do raise it, in period-2 oscillations or
     short catapults, so a rise is a warning, not an error.  A long monotone rise where the networks at
     the same dt keep descending is an unstable solution: with --finite-size about one sampling seed in
-    50-100 runs into one (docs/finite-size.md, section 5c; excluding a site from its own bump partners
-    in stop 19 cured the four draws known then, and another draw runs away since).  Returns a dict with the
+    50-100 runs into one (docs/finite-size.md, section 5c: a knife-edge outcome of a system that amplifies
+    small differences; a relative change of 1e-9 in one coefficient removes a runaway).  Returns a dict with the
     time of the minimum before the rise (``from_tau``), the time it was detected (``tau``) and the rise
     relative to the minimum there (``relative_rise``)."""
     train_loss = np.asarray(train_loss, dtype=float)
@@ -725,9 +725,8 @@ class TwoLayerProblem:
             partners, omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
             # zeta_mu sums the bumps of the *other* points: a site drawn as its own partner, or its
             # antithetic mirror (same u, mirrored paths, a nearly equal bump), would feed its own bump
-            # back into its covariance, a self-feedback the networks do not have.  The four sampling
-            # draws known to run away with it run through without it; another draw runs away since
-            # (docs/finite-size.md, section 5c).  Those partners get zero weight, and the site's
+            # back into its covariance, a self-feedback the networks do not have (it did not remove the
+            # rare runaways, docs/finite-size.md section 5c).  Those partners get zero weight, and the site's
             # remaining weights are rescaled to keep the variance of zeta.
             site = np.arange(partners.shape[0])
             within = site % per
