@@ -1247,7 +1247,7 @@ def _replica_errors(result, model, opts, replicas):
     kept = [seed for seed, _ in runs]
     obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
     obs["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
-    stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]).reshape(len(runs), -1) for name in names}
+    stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]) for name in names}
     for name in names:
         sd = np.std(stacked[name], axis=0, ddof=1) if len(runs) > 1 else np.full_like(obs[name], np.nan)
         if opts.finite_size and runs:
@@ -1258,15 +1258,13 @@ def _replica_errors(result, model, opts, replicas):
                 # theory's sampling error with the networks' in the exact-theory reference
                 obs[name + "_sampling_runs"] = stacked[name]
         obs[name + "_mc_err"] = sd
-    if opts.finite_size and replicas > 1:
-        if runs:
-            result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
-                               "errors: its standard error")
-        else:
-            result.message += "; every sampling seed ran away: the curves are those of --seed, no error bars"
+    if opts.finite_size and replicas > 1 and runs:
+        result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
+                           "errors: its standard error")
     if excluded:
-        result.message += ("; left out as unstable sampling draws (docs/finite-size.md, section 5c): "
-                           + "; ".join(notes))
+        result.message += (("; unstable sampling draws, left out" if runs else
+                            "; every sampling seed is an unstable draw, so the curves are those of --seed, without "
+                            "error bars") + " (docs/finite-size.md, section 5c): " + "; ".join(notes))
 
 
 _DATASET_CURVES = ("train_loss", "test_loss", "spike")

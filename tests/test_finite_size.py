@@ -580,6 +580,13 @@ def test_finite_size_solve_leaves_out_an_unstable_sampling_seed(monkeypatch):
     np.testing.assert_array_equal(obs["excluded_sampling_seeds"], [1, 2])
     np.testing.assert_allclose(obs["train_loss"], (runs[0]["train_loss"] + runs[3]["train_loss"]) / 2, rtol=1e-12)
     assert "seed 1 (train loss rose" in res.message and "seed 2 diverged" in res.message
+    # every seed unstable: the curves stay --seed's, without error bars, and the message says so
+    monkeypatch.setattr(tl, "train_loss_rise", lambda tau, train_loss: {"from_tau": 2.0, "tau": 6.0,
+                                                                         "relative_rise": 0.01})
+    alone = solve(**_SOLVE_KW, finite_size=True, replicas=3)
+    np.testing.assert_array_equal(alone.observables["train_loss"], runs[0]["train_loss"])
+    assert alone.observables["sampling_seeds"].size == 0 and np.all(np.isnan(alone.observables["train_loss_mc_err"]))
+    assert "every sampling seed is an unstable draw" in alone.message
     # the D -> inf solve: a rise is the edge of stability there (not left out); a diverged seed is
     inf = solve(**_SOLVE_KW, finite_size=False, replicas=3)
     np.testing.assert_array_equal(inf.observables["excluded_sampling_seeds"], [2])
