@@ -300,13 +300,18 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm, partners
             for tp in range(t + 1):
                 bump[nu, tp] = _own_bump(nu, s_, min(tp, s_), C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm)
     for mu in prange(B):
+        # partner-major order: each partner's bump row is read contiguously once; every z[tp] still
+        # sums its partners in the order k = 0..K-1, so the result is the same to the last bit
+        z = np.zeros(t + 1)
+        if t >= 1:
+            for k in range(K):
+                w = omegas[mu, k]
+                row = partners[mu, k]
+                for tp in range(t + 1):
+                    z[tp] += w * bump[row, tp]
         for tp in range(t + 1):
-            z = 0.0
-            if t >= 1:
-                for k in range(K):
-                    z += omegas[mu, k] * bump[partners[mu, k], tp]
-            Czs[mu, t, tp] = C_z[t, tp] + z
-            Czs[mu, tp, t] = C_z[t, tp] + z
+            Czs[mu, t, tp] = C_z[t, tp] + z[tp]
+            Czs[mu, tp, t] = C_z[t, tp] + z[tp]
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -398,6 +403,75 @@ def _sandwich_row(G, C, t, out):
         out[t2] = acc
 
 
+# The sandwich rows below are the data side's memory-bound inner loops.  They fuse what separate
+# _sandwich_row calls would do, so that each per-site matrix is read once per row t, and the
+# strictly ordered (no fastmath) reductions run as independent chains.  Every output accumulates
+# its terms in the same order as _sandwich_row: the results are the same to the last bit.
+@njit(cache=True, fastmath=_FASTMATH)
+def _sandwich_row_pair(G, C1, C2, t, out1, out2):
+    """out1 = row t of Gamma C1 Gamma^T and out2 = row t of Gamma C2 Gamma^T (as _sandwich_row)."""
+    y1 = np.zeros(t + 1)
+    y2 = np.zeros(t + 1)
+    for k in range(t + 1):
+        gk = G[t, k]
+        if gk != 0.0:
+            for j in range(t + 1):
+                y1[j] += gk * C1[k, j]
+                y2[j] += gk * C2[k, j]
+    for t2 in range(t + 1):
+        a1 = 0.0
+        a2 = 0.0
+        for t1 in range(t2 + 1):
+            g = G[t2, t1]
+            a1 += g * y1[t1]
+            a2 += g * y2[t1]
+        out1[t2] = a1
+        out2[t2] = a2
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _cross_sandwich_rows(G, Gc, Cb, Cq, S, t, vbulk, gqg, vs, vz, gqgc):
+    """The five sandwich rows of a finite-size site: with Gamma, vbulk = row t of Gamma Cb Gamma^T and
+    gqg = of Gamma Cq Gamma^T; with Gc, vs (S), vz (Cb) and gqgc (Cq) (each as _sandwich_row)."""
+    yb = np.zeros(t + 1)
+    yq = np.zeros(t + 1)
+    zs = np.zeros(t + 1)
+    zb = np.zeros(t + 1)
+    zq = np.zeros(t + 1)
+    for k in range(t + 1):
+        gk = G[t, k]
+        ck = Gc[t, k]
+        if gk != 0.0:
+            for j in range(t + 1):
+                yb[j] += gk * Cb[k, j]
+                yq[j] += gk * Cq[k, j]
+        if ck != 0.0:
+            for j in range(t + 1):
+                zs[j] += ck * S[k, j]
+                zb[j] += ck * Cb[k, j]
+                zq[j] += ck * Cq[k, j]
+    for t2 in range(t + 1):
+        a1 = 0.0
+        a2 = 0.0
+        for t1 in range(t2 + 1):
+            g = G[t2, t1]
+            a1 += g * yb[t1]
+            a2 += g * yq[t1]
+        vbulk[t2] = a1
+        gqg[t2] = a2
+        c1 = 0.0
+        c2 = 0.0
+        c3 = 0.0
+        for t1 in range(t2 + 1):
+            g = Gc[t2, t1]
+            c1 += g * zs[t1]
+            c2 += g * zb[t1]
+            c3 += g * zq[t1]
+        vs[t2] = c1
+        vz[t2] = c2
+        gqgc[t2] = c3
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss, chol,
                    R_z, C_z, S, R_b, Gam, dDelta, dEll, m, Delta, ell,
@@ -486,18 +560,24 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         Cbulk = Czs[b] if cross else C_z
         vbulk = np.empty(t + 1)  # Gamma (C_z - C_q) Gamma^T: the part the teacher memory acts on
         vs = np.empty(t + 1)
-        _sandwich_row(G, Cbulk, t, vbulk)
-        _sandwich_row(Gc, S, t, vs)
+        # cross: vz = V_perp of the spike's noise (with the spike-cavity resolvent), gqg = (Gamma C_q
+        # Gamma^T)(t, t2), the cross part of the bulk covariance, gqgc = (Gc C_q Gc^T)(t, t2), the
+        # covariance of c, for the pull
+        vz_c = np.empty(t + 1)
+        gqg = np.empty(t + 1)
+        gqgc = np.empty(t + 1)
+        if cross:
+            _cross_sandwich_rows(G, Gc, Cbulk, C_q, S, t, vbulk, gqg, vs, vz_c, gqgc)
+        else:
+            _sandwich_row_pair(G, Cbulk, S, t, vbulk, vs)
         for t2 in range(t + 1):
             vbulk[t2] *= nb
         uu = u2[b]
         vz = vbulk.copy()
         vv = vbulk + uu * vs
         if cross:
-            # V_perp of the spike's noise with the spike-cavity resolvent
-            _sandwich_row(Gc, Cbulk, t, vz)
             for t2 in range(t + 1):
-                vz[t2] *= nb
+                vz[t2] = vz_c[t2] * nb
             # cavity field of the cross direction, then p = Gc phi, c = Gc chi at row t
             xc = 0.0
             for j in range(t + 1):
@@ -511,10 +591,6 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
             p_spk[b, t] = pt
             c_spk[b, t] = ct
             u1 = math.sqrt(uu)
-            gqg = np.empty(t + 1)  # (Gamma C_q Gamma^T)(t, t2): the cross part of the bulk covariance
-            _sandwich_row(G, C_q, t, gqg)
-            gqgc = np.empty(t + 1)  # (Gc C_q Gc^T)(t, t2): the covariance of c, for the pull
-            _sandwich_row(Gc, C_q, t, gqgc)
             for t2 in range(t + 1):
                 gqg[t2] *= nb
                 gqgc[t2] *= nb
