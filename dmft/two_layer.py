@@ -389,7 +389,8 @@ def _resolvent_row(G, t, coeff):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _sandwich_row(G, C, t, out):
-    """out[t2] = (Gamma C Gamma^T)(t, t2) for t2 <= t (Gamma lower triangular)."""
+    """out[t2] = (Gamma C Gamma^T)(t, t2) for t2 <= t (Gamma lower triangular).  The reference form of
+    the fused rows below, which the sweep calls and tests check against it bit for bit."""
     y = np.zeros(t + 1)
     for k in range(t + 1):
         gk = G[t, k]
@@ -563,9 +564,10 @@ def _data_side_row(t, h, lam, alpha, eps, inv_dim, noise, u2, label_noise, gauss
         # cross: vz = V_perp of the spike's noise (with the spike-cavity resolvent), gqg = (Gamma C_q
         # Gamma^T)(t, t2), the cross part of the bulk covariance, gqgc = (Gc C_q Gc^T)(t, t2), the
         # covariance of c, for the pull
-        vz_c = np.empty(t + 1)
-        gqg = np.empty(t + 1)
-        gqgc = np.empty(t + 1)
+        nc = t + 1 if cross else 0
+        vz_c = np.empty(nc)
+        gqg = np.empty(nc)
+        gqgc = np.empty(nc)
         if cross:
             _cross_sandwich_rows(G, Gc, Cbulk, C_q, S, t, vbulk, gqg, vs, vz_c, gqgc)
         else:
