@@ -13,7 +13,7 @@ NaN when the curve never falls below the threshold within the recorded window; t
 NaN too, and :attr:`GrokkingTimes.delay_lower_bound` gives tau_max / t_train when only the test
 loss failed to fall (the delay is *at least* that: a censored measurement).
 
-Works on every result of the package: a DMFT :class:`solvers.result.SolverResult`, a
+Works on every result of the package: a DMFT :class:`dmft.solvers.result.SolverResult`, a
 :class:`dmft.simulator.SimulationResult` (seed mean), a result file path (any kind with
 ``/observables``), the dict of :func:`dmft.io.read_h5`, or a plain mapping with ``tau``,
 ``train_loss``, ``test_loss``.

@@ -51,11 +51,11 @@ Checks: tau = 0 gives 1 + sigma^2 for both; ratio -> inf gives Gamma -> 0, R_w =
 test = e^{-4 tau} + sigma^2 (the MP law collapses to s = 1); the stationary response
 int R_w = 1/(2(1 - lambda)) = E[1/(2s)] over MP.
 
-Numerics.  Kernels live on a :class:`solvers.grid.TimeGrid` (uniform or geometric) as T x T
+Numerics.  Kernels live on a :class:`dmft.solvers.grid.TimeGrid` (uniform or geometric) as T x T
 arrays; integrals use the trapezoid weights W (products "A o W" below), so the scheme is second
 order in the step.  One application of the map F (:meth:`LinearDMFT.update`) is, from (R_w, C_w):
 Gamma = resolvent of 2 lambda R_w; C_r = M (sigma^2 + C_w) M^T with M = I - Gamma o W; new R_w from
-its integro-differential equation (:func:`solvers.volterra.response_function`); new
+its integro-differential equation (:func:`dmft.solvers.volterra.response_function`); new
 C_w = R_w(.,0) R_w(.,0)^T + (R_w o W)(4 lambda C_r)(R_w o W)^T.  The iterated kernels are R_w
 (lower-triangular) and C_w (symmetric); Gamma and C_r are derived.  At low frequency the
 linearized map has gain lambda, so plain iteration contracts by about 1/ratio per step for
@@ -70,10 +70,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers.fixed_point import FixedPointOptions, iterate
-from solvers.grid import TimeGrid, require_memory
-from solvers.result import SolverResult
-from solvers.volterra import lower_matmul, propagate_covariance, resolvent, response_function
+from dmft.solvers.fixed_point import FixedPointOptions, iterate
+from dmft.solvers.grid import TimeGrid, require_memory
+from dmft.solvers.result import SolverResult
+from dmft.solvers.volterra import lower_matmul, propagate_covariance, resolvent, response_function
 
 from .params import LinearModel, ParameterError, check_choice, check_int
 
@@ -81,7 +81,7 @@ __all__ = ["LinearDMFT", "solve_linear", "simulate_linear", "memory_kernels"]
 
 
 class LinearDMFT:
-    """The DMFT of :mod:`dmft.linear` as a fixed-point problem for :func:`solvers.fixed_point.iterate`."""
+    """The DMFT of :mod:`dmft.linear` as a fixed-point problem for :func:`dmft.solvers.fixed_point.iterate`."""
 
     kind = "dmft-linear"
 
@@ -160,7 +160,7 @@ def solve_linear(ratio, noise=0.0, t_max=10.0, steps=500, grid="uniform", dampin
                  t_first=None, adaptive_damping=False, callback=None) -> SolverResult:
     """Solve the DMFT of gradient-flow linear regression (see the module docstring).
 
-    Returns a :class:`solvers.result.SolverResult` whose observables are 'tau', 'train_loss',
+    Returns a :class:`dmft.solvers.result.SolverResult` whose observables are 'tau', 'train_loss',
     'test_loss' (including the label noise) and 'weight_error' = |w - beta|^2/D, and whose kernels are
     R_w, C_w (iterated) and Gamma, C_r (derived).  ``out``: HDF5 result/checkpoint file;
     ``resume``: continue it.  Invalid inputs raise ParameterError before any compute, including a

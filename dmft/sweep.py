@@ -125,10 +125,11 @@ def run_point(params: dict, path: str | None, sim_kwargs: dict | None, sim_path:
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if path is not None:
+        from .solvers.checkpoint import write_result
         from .two_layer import solve
 
         result = solve(**params, out=None, progress=False)
-        result.save(path)
+        write_result(path, result)
         out["status"] = "done" if result.success else "unsuccessful"
         out["error"] = None if result.success else result.message
         out["derived"] = grokking_times(result, fraction).as_dict()

@@ -9,7 +9,7 @@ Derivation (re-derived from ``shared/design/two-layer-dmft.md``; full text in
 ``docs/two-layer-dmft.md``).  Constants lambda = 1/ratio, gamma = 2/alpha,
 kappa = 2 eps/alpha, a = alpha eps / 2.  Because phi' is affine, w_i(t) = A(t) w_i(0) + b(t).
 
-Weight side (one input coordinate; Gaussian, propagated exactly by :mod:`solvers.gaussian`),
+Weight side (one input coordinate; Gaussian, propagated exactly by :mod:`dmft.solvers.gaussian`),
 three families theta(t+1) = theta(t) + h xi(t) + h sum_{t''<=t} Rhat(t,t'') theta(t''):
 
     bulk neuron z = (A w0)_i :   Rhat_z   = kappa E[Delta(t) Gamma(t,t'')]
@@ -56,7 +56,7 @@ kicks that build the site's memory (:func:`reaction_residual`).
 
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
 averages up to t only: one pass, no iteration) and the damped / accelerated fixed-point
-iteration of :mod:`solvers.fixed_point` on the same samples, which must reach the same kernels.
+iteration of :mod:`dmft.solvers.fixed_point` on the same samples, which must reach the same kernels.
 """
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ import warnings
 import numpy as np
 from numba import njit, prange
 
-from solvers.gaussian import propagate_all, propagate_row
-from solvers.grid import available_memory
-from solvers.volterra import cholesky_extend
+from dmft.solvers.gaussian import propagate_all, propagate_row
+from dmft.solvers.grid import available_memory
+from dmft.solvers.volterra import cholesky_extend
 
 from .params import (
     ParameterError,
@@ -1158,7 +1158,7 @@ class TwoLayerProblem:
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
           seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
           replicas=2, out=None, resume=False, progress=False, confirm=True, finite_size=False, datasets=0):
-    """Solve the DMFT of the two-layer network.  Returns a :class:`solvers.result.SolverResult`.
+    """Solve the DMFT of the two-layer network.  Returns a :class:`dmft.solvers.result.SolverResult`.
 
     Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
     ``dim`` is D, which only seeds the teacher spike s(0) = 1/D; time is tau = eta t / D on a
@@ -1201,9 +1201,9 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
                         u_max=u_max, seed=seed, finite_size=finite_size)
     datasets = check_int("datasets", datasets, 0, 1000)
     problem = TwoLayerProblem(model, opts)
-    from solvers.checkpoint import make_result
-    from solvers.fixed_point import FixedPointOptions, SolverState, _residual, iterate
-    from solvers.result import Status
+    from dmft.solvers.checkpoint import make_result, write_result
+    from dmft.solvers.fixed_point import FixedPointOptions, SolverState, iterate, residual
+    from dmft.solvers.result import Status
 
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                    checkpoint_every=checkpoint_every)
@@ -1214,10 +1214,10 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
         if datasets and result.success:
             result.observables.update(dataset_ensemble(model, opts, datasets))
         if out is not None and replicas > 1:
-            result.save(out)
+            write_result(out, result)
         return result
     if resume:
-        from solvers.checkpoint import read_result
+        from dmft.solvers.checkpoint import read_result
 
         stored = read_result(out, problem.kind)
         _check_same_parameters(stored.parameters, problem.parameters(), out)
@@ -1239,7 +1239,7 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     problem.last_pass = sweep_pass
     confirmation = float("nan")
     if message is None and confirm:
-        confirmation = _residual(problem.update(kernels), kernels)
+        confirmation = residual(problem.update(kernels), kernels)
         problem.last_pass = sweep_pass
     state = SolverState.initial(kernels, fp_options)
     state.residuals = [confirmation if confirm else 0.0]
@@ -1269,7 +1269,7 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
         if datasets:
             result.observables.update(dataset_ensemble(model, opts, datasets))
     if out is not None:
-        result.save(out)
+        write_result(out, result)
     return result
 
 

@@ -1,6 +1,6 @@
-"""Checkpoint-restart of :func:`solvers.fixed_point.iterate`: the result file IS the checkpoint.
+"""Checkpoint-restart of :func:`dmft.solvers.fixed_point.iterate`: the result file IS the checkpoint.
 
-Layout (written by :func:`dmft.io.write_h5`, atomically: ``<path>.tmp`` then rename):
+Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: ``<path>.tmp`` then rename):
 
 * root attributes: format, format_version, kind, package and library versions;
   ``/parameters``: ``problem.parameters()``;
@@ -32,10 +32,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dmft.io import FileFormatError, read_h5, write_h5
-from dmft.params import ParameterError
-
+from .anderson import Anderson
+from .hdf5 import FileFormatError, read_h5, write_h5
 from .result import SolverResult, Status
+from .state import FixedPointOptions, SolverState
+from .validation import ParameterError
 
 __all__ = ["STATE_VERSION", "write_checkpoint", "write_result", "read_state", "read_result", "make_result"]
 
@@ -137,7 +138,7 @@ def write_checkpoint(path, problem, options, state) -> Path:
 
 
 def write_result(path, result: SolverResult) -> Path:
-    """Write a result with its full solver state (used by :meth:`SolverResult.save`)."""
+    """Write a result with its full solver state: the file is also a checkpoint to resume from."""
     if result.state is None or result.options is None:
         raise ValueError("this SolverResult carries no solver state (it cannot be written as a checkpoint)")
     solver = _solver_tree(result.options, result.state, result.kernels)
@@ -206,8 +207,6 @@ def _read_tree(path, kind) -> dict:
 
 
 def _state_from_tree(tree: Mapping):
-    from .fixed_point import Anderson, SolverState
-
     s = tree["solver"]
     keys = [str(k) for k in np.atleast_1d(s["kernel_keys"])]
     kernels_grp = tree["kernels"]
@@ -239,8 +238,6 @@ def _state_from_tree(tree: Mapping):
 
 
 def _options_from_tree(opts: Mapping):
-    from .fixed_point import FixedPointOptions
-
     kw = {f.name: _plain(opts[f.name]) for f in dataclasses.fields(FixedPointOptions) if f.name in opts}
     return FixedPointOptions(**kw)
 

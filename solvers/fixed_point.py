@@ -37,279 +37,25 @@ run is bitwise identical to an uninterrupted one (same machine and library versi
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import numpy as np
-from numba import njit
 
-from dmft.params import ParameterError, check_choice, check_int, check_positive, require
-
+from . import checkpoint
+from .anderson import Anderson
 from .result import SolverResult, Status
+from .state import FixedPointOptions, IterationInfo, Problem, SolverState, validated_kernels
+from .validation import ParameterError
 
-__all__ = ["FixedPointOptions", "IterationInfo", "Problem", "Anderson", "SolverState", "iterate"]
+__all__ = ["FixedPointOptions", "IterationInfo", "Problem", "Anderson", "SolverState", "iterate", "residual"]
 
 _TINY = np.finfo(np.float64).tiny
 
 
-class Problem(Protocol):
-    """What :func:`iterate` needs from a model (duck-typed; the attributes below)."""
-
-    kind: str  # file kind, e.g. "dmft-linear"
-
-    def parameters(self) -> dict:
-        """Flat dict of scalars defining the answer (model, grid, seeds, ...)."""
-
-    def initial_kernels(self) -> dict:
-        """Starting kernels K_0, dict name -> float64 array."""
-
-    def update(self, kernels: Mapping[str, np.ndarray]) -> dict:
-        """F(K): new kernels, same names and shapes.  Deterministic (a Monte-Carlo map draws its
-        samples from a seed in its parameters); must not modify its input, and must return fresh
-        arrays (the driver keeps references to past iterates instead of copying them)."""
-
-    def observables(self, kernels: Mapping[str, np.ndarray]) -> dict:
-        """1-D arrays of length T: 'tau', 'train_loss', 'test_loss', ..."""
-
-    # optional: derived_kernels(kernels) -> dict of extra (not iterated) kernels written to files;
-    #           grid: a TimeGrid.
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedPointOptions:
-    """Validated, frozen options of :func:`iterate` (see the module docstring for conventions)."""
-
-    damping: float = 0.0
-    adaptive_damping: bool = False
-    accel: str = "anderson"
-    anderson_memory: int = 5
-    tol: float = 1e-8
-    max_iter: int = 200
-    checkpoint_every: int = 5
-    confirm_factor: float = 100.0
-    divergence_factor: float = 1e3
-    divergence_patience: int = 3
-    max_damping: float = 0.9
-    anderson_cond_max: float = 1e10
-
-    def __post_init__(self):
-        d = self.damping
-        require(isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and 0 <= d < 1,
-                "damping", d, "[0, 1) (the weight kept on the previous iterate)")
-        object.__setattr__(self, "damping", float(d))
-        require(isinstance(self.adaptive_damping, (bool, np.bool_)), "adaptive_damping", self.adaptive_damping,
-                "True or False")
-        object.__setattr__(self, "adaptive_damping", bool(self.adaptive_damping))
-        check_choice("accel", self.accel, ("none", "anderson"))
-        object.__setattr__(self, "anderson_memory", check_int("anderson_memory", self.anderson_memory, 1, 50))
-        object.__setattr__(self, "tol", check_positive("tol", self.tol))
-        object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
-        object.__setattr__(self, "checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, 1))
-        object.__setattr__(self, "confirm_factor", check_positive("confirm_factor", self.confirm_factor,
-                                                                  allow_inf=True))
-        f = check_positive("divergence_factor", self.divergence_factor, allow_inf=True)
-        require(f > 1, "divergence_factor", f, "a number > 1 (inf disables divergence detection)")
-        object.__setattr__(self, "divergence_factor", f)
-        object.__setattr__(self, "divergence_patience", check_int("divergence_patience", self.divergence_patience, 1))
-        m = self.max_damping
-        require(isinstance(m, (int, float)) and not isinstance(m, bool) and self.damping <= m < 1,
-                "max_damping", m, f"[damping, 1) = [{self.damping}, 1)")
-        object.__setattr__(self, "max_damping", float(m))
-        object.__setattr__(self, "anderson_cond_max", check_positive("anderson_cond_max", self.anderson_cond_max))
-
-    # options that shape the sequence of iterates: a resume must use the same values (the others --
-    # tol, max_iter, checkpoint_every, confirm_factor, divergence_* -- only decide when to stop)
-    ITERATE_DEFINING = ("damping", "adaptive_damping", "accel", "anderson_memory", "max_damping",
-                        "anderson_cond_max")
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def describe(self) -> str:
-        acc = f"anderson(m={self.anderson_memory})" if self.accel == "anderson" else "plain"
-        return f"{acc}, damping={self.damping:g}" + (" adaptive" if self.adaptive_damping else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class IterationInfo:
-    """Snapshot handed to the callback after each iteration (raise StopIteration to stop cleanly)."""
-
-    iteration: int  # number of map evaluations so far (= len(residuals))
-    residual: float  # residual of the iterate just evaluated
-    damping: float  # damping used for the step just taken
-    elapsed: float  # seconds since this call started
-
-
-# ----------------------------------------------------------------------------- Anderson
-@njit(cache=True)
-def _dot(a, b):
-    """Sequential dot product: the same bits whatever the number of threads (no BLAS threads)."""
-    acc = 0.0
-    for i in range(a.size):
-        acc += a[i] * b[i]
-    return acc
-
-
-@njit(cache=True)
-def _axpy2(y, a, x, b, z):
-    """y += a x + b z in place, in one pass."""
-    for i in range(y.size):
-        y[i] += a * x[i] + b * z[i]
-
-
-class Anderson:
-    """Anderson / DIIS mixing on flat vectors, with a restorable state.
-
-    Memory: the last ``memory`` differences of iterates, dX_i = x_{i+1} - x_i, and of residuals,
-    dG_i = g_{i+1} - g_i with g = F(x) - x (so the map differences are dF = dG + dX), and the last pair
-    (x_prev, g_prev).  The Gram matrix dG^T dG is kept up to date incrementally (one new row per
-    step) and rebuilt in the same order when a state is restored, so restored runs are bitwise equal.
-    """
-
-    def __init__(self, memory: int, cond_max: float = 1e10):
-        self.memory = int(memory)
-        self.cond_max = float(cond_max)
-        self.dX: list[np.ndarray] = []
-        self.dG: list[np.ndarray] = []
-        self.x_prev: np.ndarray | None = None
-        self.g_prev: np.ndarray | None = None
-        self.n_fallback = 0  # steps with an ill-conditioned (dropped) memory
-        self._gram = np.zeros((0, 0))
-
-    def _append(self, dx: np.ndarray, dg: np.ndarray) -> None:
-        if len(self.dX) == self.memory:
-            self._drop(1)
-        row = np.array([_dot(old, dg) for old in self.dG] + [_dot(dg, dg)])
-        n = len(self.dG)
-        gram = np.empty((n + 1, n + 1))
-        gram[:n, :n] = self._gram
-        gram[n, :] = row
-        gram[:, n] = row
-        self._gram = gram
-        self.dX.append(dx)
-        self.dG.append(dg)
-
-    def _drop(self, count: int) -> None:
-        del self.dX[:count], self.dG[:count]
-        self._gram = self._gram[count:, count:].copy()
-
-    def step(self, x: np.ndarray, fx: np.ndarray, beta: float) -> np.ndarray:
-        """Next iterate from x and F(x); ``beta = 1 - damping``.  ``x`` is kept (not copied)."""
-        g = fx - x
-        if self.x_prev is not None:
-            self._append(x - self.x_prev, g - self.g_prev)
-        self.x_prev, self.g_prev = x, g
-        gamma = self._coefficients(g)
-        x_new = x + beta * g
-        if gamma is not None:
-            for c, dx, dg in zip(gamma, self.dX, self.dG):
-                _axpy2(x_new, -c, dx, -c * beta, dg)
-        return x_new
-
-    def _coefficients(self, g: np.ndarray):
-        """gamma minimizing ||g - dG gamma||, dropping the oldest columns while ill-conditioned."""
-        n = len(self.dX)
-        if n == 0:
-            return None
-        rhs = np.array([_dot(dg, g) for dg in self.dG])
-        while n > 0:
-            G = self._gram[-n:, -n:]
-            d = np.sqrt(np.diag(G))
-            if np.all(d > 0) and np.all(np.isfinite(G)):
-                Gn = G / np.outer(d, d)
-                if np.linalg.cond(Gn) <= self.cond_max:
-                    gamma = np.linalg.solve(Gn, rhs[-n:] / d) / d
-                    if np.all(np.isfinite(gamma)):
-                        break
-            n -= 1
-        if n < len(self.dX):  # forget the columns that made the system ill-conditioned
-            self._drop(len(self.dX) - n)
-        if n == 0:
-            self.n_fallback += 1
-            return None
-        return gamma
-
-    def snapshot(self) -> tuple:
-        """Cheap copy of the state (the stored vectors are never modified in place)."""
-        return list(self.dX), list(self.dG), self.x_prev, self.g_prev, self.n_fallback, self._gram
-
-    def restore(self, snap: tuple) -> None:
-        dX, dG, self.x_prev, self.g_prev, self.n_fallback, self._gram = snap
-        self.dX, self.dG = list(dX), list(dG)
-
-    # state round trip (checkpoints)
-    def state_dict(self) -> dict:
-        out: dict[str, Any] = {"memory": self.memory, "n_hist": len(self.dX), "n_fallback": self.n_fallback}
-        if self.x_prev is not None:
-            out["x_prev"] = self.x_prev
-            out["g_prev"] = self.g_prev
-        out["dX"] = {str(i): a for i, a in enumerate(self.dX)}
-        out["dG"] = {str(i): a for i, a in enumerate(self.dG)}
-        return out
-
-    @classmethod
-    def from_state_dict(cls, d: Mapping, cond_max: float = 1e10) -> "Anderson":
-        a = cls(int(d["memory"]), cond_max)
-        for i in range(int(d["n_hist"])):
-            a._append(np.asarray(d["dX"][str(i)], dtype=np.float64), np.asarray(d["dG"][str(i)], dtype=np.float64))
-        if "x_prev" in d:
-            a.x_prev = np.asarray(d["x_prev"], dtype=np.float64)
-            a.g_prev = np.asarray(d["g_prev"], dtype=np.float64)
-        a.n_fallback = int(d.get("n_fallback", 0))
-        return a
-
-
-# ----------------------------------------------------------------------------- state
-@dataclasses.dataclass
-class SolverState:
-    """Everything the iteration needs to continue (checkpointed in full)."""
-
-    keys: list  # kernel names, in the order of the flattened vector
-    kernels: dict  # current iterate K_k (not yet evaluated)
-    residuals: list = dataclasses.field(default_factory=list)  # relative residual of each iterate
-    changes: list = dataclasses.field(default_factory=list)  # absolute change max ||F(K) - K||_inf
-    damping: float = 0.0
-    anderson: Anderson | None = None
-    best_residual: float = math.inf
-    best_iteration: int = -1
-    best_kernels: dict | None = None
-    status: Status = Status.RUNNING
-    confirmation_residual: float = math.nan
-    message: str = ""
-
-    @property
-    def iteration(self) -> int:
-        return len(self.residuals)
-
-    @classmethod
-    def initial(cls, kernels: Mapping, options: FixedPointOptions) -> "SolverState":
-        kernels = _validated(kernels, None, "initial_kernels()")
-        anderson = Anderson(options.anderson_memory, options.anderson_cond_max) if options.accel == "anderson" else None
-        return cls(keys=list(kernels), kernels=kernels, damping=options.damping, anderson=anderson)
-
-
-def _validated(kernels: Mapping, template: Mapping | None, where: str) -> dict:
-    if not isinstance(kernels, Mapping) or not kernels:
-        raise TypeError(f"{where} must return a non-empty dict of arrays, got {type(kernels).__name__}")
-    out = {}
-    for key, value in kernels.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"{where}: kernel {key!r} has dtype {arr.dtype}, expected real numbers")
-        out[str(key)] = np.ascontiguousarray(arr, dtype=np.float64)
-    if template is not None:
-        if list(out) != list(template):
-            raise ValueError(f"{where} returned kernels {sorted(out)}, expected {sorted(template)}")
-        for key, arr in out.items():
-            if arr.shape != template[key].shape:
-                raise ValueError(f"{where}: kernel {key!r} has shape {arr.shape}, expected {template[key].shape}")
-    return out
-
-
-def _residual(fk: Mapping, k: Mapping, absolute: bool = False) -> float | tuple[float, float]:
+def residual(fk: Mapping, k: Mapping, absolute: bool = False) -> float | tuple[float, float]:
     """max_K ||F_K - K||_inf / max(||F_K||_inf, tiny); with ``absolute``, also max_K ||F_K - K||_inf."""
     r = a = 0.0
     for key, f in fk.items():
@@ -413,8 +159,6 @@ def iterate(
     last consistent state has been written to ``out``.
     ``progress=True`` shows a tqdm bar over iterations.
     """
-    from . import checkpoint
-
     options = FixedPointOptions() if options is None else options
     if not isinstance(options, FixedPointOptions):
         raise TypeError(f"options must be a FixedPointOptions, got {type(options).__name__}")
@@ -441,7 +185,7 @@ def iterate(
     def evaluate(kernels: dict) -> dict:
         nonlocal nfev
         nfev += 1
-        return _validated(problem.update(kernels), state.kernels, "update()")
+        return validated_kernels(problem.update(kernels), state.kernels, "update()")
 
     result_kernels = state.kernels
     mark = None
@@ -463,7 +207,7 @@ def iterate(
                                  f"non-finite entries in {[key for key in fk if not np.isfinite(fk[key]).all()]}")
                 result_kernels = k
                 break
-            r, change = _residual(fk, k, absolute=True)
+            r, change = residual(fk, k, absolute=True)
             state.residuals.append(r)
             state.changes.append(change)
             if r < state.best_residual:
@@ -475,7 +219,7 @@ def iterate(
             if r <= options.tol:  # converged: one undamped confirmation step
                 k_star = fk
                 fk_star = evaluate(k_star)
-                conf = _residual(fk_star, k_star) if _all_finite(fk_star) else math.inf
+                conf = residual(fk_star, k_star) if _all_finite(fk_star) else math.inf
                 state.confirmation_residual = conf
                 state.kernels = result_kernels = k_star
                 if conf <= options.confirm_factor * options.tol:
@@ -536,5 +280,5 @@ def iterate(
     result = checkpoint.make_result(problem, options, state, result_kernels, nfev=nfev,
                                     wall_time=time.perf_counter() - t_start)
     if out is not None:
-        result.save(out)
+        checkpoint.write_result(out, result)
     return result

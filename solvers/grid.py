@@ -11,7 +11,7 @@ trapezoid rule on the (possibly non-uniform) grid,
 
 with ``h_j = t[j+1] - t[j]`` and ``Wt[0, :] = 0``.  Integrals over a sub-interval follow from
 additivity: ``int_{t_j}^{t_i} f ~= sum_{k=j..i} (Wt[i, k] - Wt[j, k]) f(t_k)`` (the Numba kernels of
-:mod:`solvers.volterra` use exactly this), which is again the trapezoid rule on [t_j, t_i].
+:mod:`dmft.solvers.volterra` use exactly this), which is again the trapezoid rule on [t_j, t_i].
 
 Memory: every T x T float64 kernel costs ``8 T^2`` bytes (T = 1001: 8 MB, T = 2001: 32 MB,
 T = 10001: 800 MB).  :func:`require_memory` refuses, before any compute, a request that does not fit
@@ -26,7 +26,7 @@ import os
 import numpy as np
 from scipy.optimize import brentq
 
-from dmft.params import ParameterError, check_int, check_positive
+from .validation import ParameterError, check_int, check_positive
 
 __all__ = ["TimeGrid", "available_memory", "require_memory", "kernel_bytes"]
 

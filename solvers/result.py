@@ -1,15 +1,14 @@
-"""The result of a fixed-point solve (:func:`solvers.fixed_point.iterate`), in the spirit of
+"""The result of a fixed-point solve (:func:`dmft.solvers.fixed_point.iterate`), in the spirit of
 :class:`scipy.optimize.OptimizeResult`, and its status table.
 
 A :class:`SolverResult` holds the kernels and observables of the solution, the residual history and
-the complete solver state, so that :meth:`SolverResult.save` writes a file that is both the result
-and a checkpoint from which ``iterate(..., resume=True)`` continues (see :mod:`solvers.checkpoint`).
+the complete solver state, so that :func:`dmft.solvers.checkpoint.write_result` writes a file that is both the
+result and a checkpoint from which ``iterate(..., resume=True)`` continues.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ def _fmt(x: float) -> str:
 
 @dataclasses.dataclass(repr=False)
 class SolverResult:
-    """Outcome of :func:`solvers.fixed_point.iterate`.
+    """Outcome of :func:`dmft.solvers.fixed_point.iterate`.
 
     Attributes
     ----------
@@ -123,16 +122,3 @@ class SolverResult:
 
     def __repr__(self) -> str:
         return f"SolverResult(status={self.status.name}, nit={self.nit}, final_residual={_fmt(self.final_residual)})"
-
-    def save(self, path) -> Path:
-        """Write the result AND the full solver state (a valid checkpoint) atomically to ``path``."""
-        from .checkpoint import write_result
-
-        return write_result(path, self)
-
-    @classmethod
-    def load(cls, path, kind: str | tuple | None = None) -> "SolverResult":
-        """Read a result written by :meth:`save` (or a checkpoint).  Raises FileFormatError."""
-        from .checkpoint import read_result
-
-        return read_result(path, kind)

@@ -1,6 +1,8 @@
 """The agreement statistic (largest deviation in SE) and its exact-theory distribution, checked against
 Monte Carlo with a known true mean."""
 import numpy as np
+
+import dmft
 import pytest
 
 from dmft.agreement import max_deviation
@@ -112,7 +114,7 @@ def test_against_a_real_simulation_and_the_compare_command(tmp_path):
     import dmft
     from click.testing import CliRunner
 
-    from cli import main
+    from dmft.cli import main
     from dmft.agreement import against_simulation, describe
 
     res = dmft.solve(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=1.2, dt=0.2, nodes=4, samples=4)
@@ -126,7 +128,7 @@ def test_against_a_real_simulation_and_the_compare_command(tmp_path):
     r = against_simulation(sim.tau, shifted, sim, control_variate=False, bootstrap=500)
     assert r["train_loss"]["max_over_se"] >= 6 - 1e-9 and r["train_loss"]["exact_theory"]["p_value"] < 0.01
     assert "an exact theory" in describe(r)[0]
-    res.save(tmp_path / "r.h5")
+    dmft.save(res, tmp_path / "r.h5")
     sim.save(tmp_path / "s.h5")
     out = CliRunner().invoke(main, ["compare", str(tmp_path / "r.h5"), str(tmp_path / "s.h5"),
                                     "-o", str(tmp_path / "f.png")])
@@ -141,7 +143,7 @@ def test_a_theory_with_sampling_runs_combines_their_error(tmp_path):
     import dmft
     from click.testing import CliRunner
 
-    from cli import main
+    from dmft.cli import main
     from dmft.agreement import against_simulation, describe
 
     res = dmft.solve(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=1.2, dt=0.2, nodes=4, samples=4, finite_size=True,
@@ -162,7 +164,7 @@ def test_a_theory_with_sampling_runs_combines_their_error(tmp_path):
     assert r["theory_runs"] == 3 and r["max_over_se"] == pytest.approx(direct.max())
     assert r["max_over_se"] < 2.0 * 0.6  # without the theory's error it would be 2 SE
     assert "combined with the theory's 3 sampling runs" in describe({"train_loss": r})[0]
-    res.save(tmp_path / "r.h5")
+    dmft.save(res, tmp_path / "r.h5")
     sim.save(tmp_path / "s.h5")
     out = CliRunner().invoke(main, ["compare", str(tmp_path / "r.h5"), str(tmp_path / "s.h5"), "-o",
                                     str(tmp_path / "f.png")])

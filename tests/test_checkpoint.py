@@ -8,9 +8,10 @@ import pytest
 from dmft.io import FileFormatError, read_parameters
 from dmft.linear import LinearDMFT, solve_linear
 from dmft.params import LinearModel, ParameterError
-from solvers.fixed_point import FixedPointOptions, iterate
-from solvers.grid import TimeGrid
-from solvers.result import SolverResult, Status
+from dmft.solvers.fixed_point import FixedPointOptions, iterate
+from dmft.solvers.grid import TimeGrid
+from dmft.solvers.checkpoint import read_result, write_result
+from dmft.solvers.result import SolverResult, Status
 
 # ratio 0.5 with adaptive damping and Anderson: the residual rises at times, so the damping in force,
 # the Anderson memory and the best iterate all change during the run -- the whole state is exercised.
@@ -49,10 +50,10 @@ def test_stop_iteration_then_resume_is_bitwise_identical(reference, tmp_path):
 
     stopped = solve_linear(**CASE, out=out, callback=stop_at_7)
     assert stopped.status is Status.STOPPED and stopped.nit == 7
-    assert SolverResult.load(out).status is Status.STOPPED
+    assert read_result(out).status is Status.STOPPED
     resumed = solve_linear(**CASE, out=out, resume=True)
     _assert_same_run(resumed, ref)
-    _assert_same_run(SolverResult.load(out), ref)
+    _assert_same_run(read_result(out), ref)
 
 
 class Crash(Exception):
@@ -70,8 +71,8 @@ def test_crash_after_a_checkpoint_then_resume_is_bitwise_identical(reference, tm
 
     with pytest.raises(Crash):
         solve_linear(**CASE, out=out, callback=crash_at_8)
-    assert SolverResult.load(periodic).nit == 6 and SolverResult.load(periodic).status is Status.RUNNING
-    assert SolverResult.load(out).nit == 8  # the crash handler saved the last consistent state
+    assert read_result(periodic).nit == 6 and read_result(periodic).status is Status.RUNNING
+    assert read_result(out).nit == 8  # the crash handler saved the last consistent state
     _assert_same_run(solve_linear(**CASE, out=periodic, resume=True), ref)
     _assert_same_run(solve_linear(**CASE, out=out, resume=True), ref)
 
@@ -98,7 +99,7 @@ def test_checkpoint_cadence(tmp_path):
     seen = []
 
     def look(info):
-        seen.append((info.iteration, SolverResult.load(out).nit if out.exists() else None))
+        seen.append((info.iteration, read_result(out).nit if out.exists() else None))
 
     solve_linear(**CASE, out=out, callback=look)
     for iteration, in_file in seen:
@@ -107,8 +108,8 @@ def test_checkpoint_cadence(tmp_path):
 
 def test_save_load_round_trip(reference, tmp_path):
     ref, _ = reference
-    ref.save(tmp_path / "copy.h5")
-    back = SolverResult.load(tmp_path / "copy.h5", kind="dmft-linear")
+    write_result(tmp_path / "copy.h5", ref)
+    back = read_result(tmp_path / "copy.h5", kind="dmft-linear")
     _assert_same_run(back, ref)
     assert back.parameters == ref.parameters and back.method == ref.method and back.kind == "dmft-linear"
     assert set(back.derived_kernels) == {"Gamma", "C_r"}
@@ -150,7 +151,7 @@ def test_version_and_kind_mismatch(reference, tmp_path):
 def _load_or_error(path):
     """Either a clean FileFormatError, or (garbage landed in unused bytes) the intact result."""
     try:
-        return SolverResult.load(path)
+        return read_result(path)
     except FileFormatError as exc:
         assert str(path) in str(exc)
         return None
@@ -166,7 +167,7 @@ def test_corrupted_files_give_file_format_errors(reference, tmp_path):
         bad = tmp_path / f"{name}.h5"
         bad.write_bytes(content)
         with pytest.raises(FileFormatError):
-            SolverResult.load(bad)
+            read_result(bad)
         with pytest.raises(FileFormatError):
             solve_linear(**CASE, out=bad, resume=True)
 
@@ -213,6 +214,6 @@ def test_interrupt_inside_the_map_then_resume(reference, tmp_path, where):
     n = 8 if where == "middle" else ref.nfev  # the last evaluation is the confirmation step
     with pytest.raises(KeyboardInterrupt):
         iterate(Interrupted(n), options, out=out)
-    saved = SolverResult.load(out)  # the half-done iteration is undone: its iterate is unevaluated again
+    saved = read_result(out)  # the half-done iteration is undone: its iterate is unevaluated again
     assert saved.status is Status.RUNNING and saved.nit == (n - 1 if where == "middle" else ref.nit - 1)
     _assert_same_run(iterate(Interrupted(0), options, out=out, resume=True), ref)

@@ -278,7 +278,7 @@ def test_bad_inputs_are_refused():
         TwoLayerDMFT(finite_size="yes")
     from click.testing import CliRunner
 
-    from cli import main
+    from dmft.cli import main
 
     res = CliRunner().invoke(main, ["solve", "--model", "linear", "--ratio", "2", "--finite-size"])
     assert res.exit_code == 2, res.output
@@ -542,9 +542,9 @@ def test_finite_size_solve_returns_the_mean_of_its_sampling_seeds(tmp_path):
                                    atol=1e-300)
     assert np.max(obs["train_loss_mc_err"]) > 0  # the seeds differ: the average is not vacuous
     assert "mean of 3 sampling seed(s)" in res.message
-    from solvers.result import SolverResult
+    from dmft.solvers.checkpoint import read_result
 
-    assert "mean of 3 sampling seed(s)" in SolverResult.load(tmp_path / "fs.h5").message
+    assert "mean of 3 sampling seed(s)" in read_result(tmp_path / "fs.h5").message
     # the D -> inf solve keeps its own seed's curves; its error is the sd of one solve
     inf = solve(**_SOLVE_KW, finite_size=False, replicas=3)
     one = [_one_seed(s, finite_size=False) for s in (0, 1, 2)]

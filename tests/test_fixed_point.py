@@ -6,9 +6,9 @@ import pytest
 
 from dmft.linear import LinearDMFT, solve_linear
 from dmft.params import LinearModel, ParameterError
-from solvers.fixed_point import Anderson, FixedPointOptions, IterationInfo, iterate
-from solvers.grid import TimeGrid
-from solvers.result import SolverResult, Status
+from dmft.solvers.fixed_point import Anderson, FixedPointOptions, IterationInfo, iterate
+from dmft.solvers.grid import TimeGrid
+from dmft.solvers.result import SolverResult, Status
 
 
 class AffineProblem:

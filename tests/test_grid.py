@@ -1,11 +1,11 @@
-"""Time grids, trapezoid weights and the Numba kernels of solvers.volterra, against closed forms."""
+"""Time grids, trapezoid weights and the Numba kernels of dmft.solvers.volterra, against closed forms."""
 import numba
 import numpy as np
 import pytest
 
 from dmft.params import ParameterError
 from solvers import volterra as V
-from solvers.grid import TimeGrid, require_memory
+from dmft.solvers.grid import TimeGrid, require_memory
 
 
 def _grids(t_max, steps):

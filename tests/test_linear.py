@@ -5,13 +5,13 @@ import pytest
 from click.testing import CliRunner
 from scipy.integrate import quad
 
-from cli import main
+from dmft.cli import main
 from dmft.linear import LinearDMFT, simulate_linear, solve_linear
 from dmft.marchenko_pastur import losses, response
 from dmft.params import LinearModel, ParameterError
-from solvers.fixed_point import FixedPointOptions, iterate
-from solvers.grid import TimeGrid
-from solvers.result import SolverResult
+from dmft.solvers.fixed_point import FixedPointOptions, iterate
+from dmft.solvers.grid import TimeGrid
+from dmft.solvers.checkpoint import read_result
 
 CASES = [(ratio, noise) for ratio in (0.5, 1.0, 2.0, 4.0) for noise in (0.0, 0.5)]
 # T >= 500 and the error below 1e-3 everywhere; the hardest case (ratio 0.5, noise 0.5, late times)
@@ -168,7 +168,7 @@ def test_cli_solve_and_resume(tmp_path):
     r = runner.invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "converged" in r.output and out.exists()
-    full = SolverResult.load(out)
+    full = read_result(out)
     train, test = losses(2.0, 0.5, full.observables["tau"])
     assert np.max(np.abs(full.observables["test_loss"] - test)) < 1e-3
 
@@ -180,7 +180,7 @@ def test_cli_solve_and_resume(tmp_path):
     assert r.exit_code == 1 and "maximum number of iterations" in r.output
     r = runner.invoke(main, [a if a != str(out) else str(part) for a in args] + ["--resume"])
     assert r.exit_code == 0, r.output
-    resumed = SolverResult.load(part)
+    resumed = read_result(part)
     assert all(np.array_equal(resumed.kernels[k], full.kernels[k]) for k in full.kernels)
 
     r = runner.invoke(main, [a if a != "2" else "3" for a in args] + ["--resume"])

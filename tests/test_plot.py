@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from dmft.cli import main
 from dmft.io import write_h5
 from dmft.plot import ParameterMismatchError, compare, load_curves, phase, phase_grid, save_figure
 
@@ -118,7 +118,7 @@ def test_compare_result_objects_equal_their_observables(tmp_path):
     np.testing.assert_array_equal(lines["sim:0:train_loss"].get_ydata(), sim.observables["train_loss"][sim.tau > 0])
     np.testing.assert_array_equal(lines["lazy:0:test_loss"].get_ydata(), sim.lazy["test_loss"][sim.tau > 0])
     # the same through files
-    res.save(tmp_path / "r.h5")
+    dmft.save(res, tmp_path / "r.h5")
     sim.save(tmp_path / "s.h5")
     lines2 = _lines(compare(tmp_path / "r.h5", tmp_path / "s.h5").axes[0])
     for gid in lines:

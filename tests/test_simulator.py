@@ -213,7 +213,7 @@ def test_determinism_and_seed_convention():
 
 
 def test_save_load_round_trip_and_info(tmp_path):
-    from cli import main
+    from dmft.cli import main
 
     r = simulate(alpha=2.0, ratio=1.5, dim=16, width=math.inf, t_max=2.0, seeds=2, n_records=6,
                  lazy_reference=True)
@@ -245,7 +245,7 @@ def test_save_load_round_trip_and_info(tmp_path):
 
 
 def test_cli_simulate_end_to_end(tmp_path):
-    from cli import main
+    from dmft.cli import main
 
     path = tmp_path / "cli.h5"
     out = CliRunner().invoke(main, ["simulate", "--alpha", "1", "--ratio", "2", "--dim", "12", "--width", "20",
@@ -300,7 +300,7 @@ def test_memory_message_is_clear():
 
 
 def test_cli_bad_alpha_is_usage_error():
-    from cli import main
+    from dmft.cli import main
 
     out = CliRunner().invoke(main, ["simulate", "--alpha", "-1", "--ratio", "1"])
     assert out.exit_code == 2

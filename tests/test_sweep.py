@@ -79,7 +79,7 @@ def test_grokking_times_of_results_and_files(tmp_path):
 
     res = dmft.solve(alpha=1.0, ratio=2.0, **TINY)
     sim = dmft.simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=0.2, t_max=0.8, seeds=2)
-    res.save(tmp_path / "r.h5")
+    dmft.save(res, tmp_path / "r.h5")
     sim.save(tmp_path / "s.h5")
     obs = res.observables
     want = crossing_time(obs["tau"], obs["train_loss"])
@@ -194,7 +194,7 @@ def test_sweep_validates_before_computing(tmp_path):
 
 
 def test_cli_sweep_with_simulations_then_phase(tmp_path, client):
-    from cli import main
+    from dmft.cli import main
 
     address = client.scheduler.address
     args = ["sweep", "--alpha", "0.5,1", "--ratio", "2", "--eps", "0.1", "--dim", "50", "--t-max", "0.8",

@@ -207,7 +207,7 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
     import h5py
     from click.testing import CliRunner
 
-    from cli import main
+    from dmft.cli import main
 
     out = tmp_path / "run.h5"
     args = ["solve", "--alpha", "1", "--ratio", "2", "--dt", "0.2", "--t-max", "1", "--nodes", "4", "--samples", "4",
