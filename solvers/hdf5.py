@@ -67,7 +67,7 @@ def versions() -> dict:
 
 def _attr_value(value: Any) -> Any:
     if value is None:
-        return "__none__"  # h5py cannot store None; decoded back by _decode_attr
+        return h5py.Empty("f8")  # HDF5's null dataspace: an attribute that exists and holds no value
     if isinstance(value, float) and np.isinf(value):
         return np.float64(value)
     return value
@@ -76,7 +76,7 @@ def _attr_value(value: Any) -> Any:
 def _decode_attr(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, str) and value == "__none__":
+    if isinstance(value, h5py.Empty):
         return None
     if isinstance(value, np.generic):
         return value.item()
