@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .solvers.settings import setting, validate
 from .solvers.validation import (
     ParameterError,
     check_choice,
@@ -53,16 +54,15 @@ class TwoLayerModel:
     y(x) = (beta.x)^2 / 2 + noise * xi,  x ~ N(0, I/D),  beta ~ N(0, I),  P = ratio * D.
     """
 
-    alpha: float
-    ratio: float
-    eps: float = 0.02
-    noise: float = 0.0
+    alpha: float = setting(help="Output scale α > 0 (small = rich, large = lazy/NTK).", check=check_positive)
+    ratio: float = setting(help="P/D, training points per input dimension (> 0).", check=check_positive)
+    eps: float = setting(0.02, "Quadratic part ε ≥ 0 of the activation φ(h) = h + ε h²/2 (the NTK–target "
+                         "alignment).", check=check_nonnegative)
+    noise: float = setting(0.0, "Label-noise standard deviation σ ≥ 0 (train labels y + σξ).",
+                           check=check_nonnegative)
 
     def __post_init__(self):
-        object.__setattr__(self, "alpha", check_positive("alpha", self.alpha))
-        object.__setattr__(self, "ratio", check_positive("ratio", self.ratio))
-        object.__setattr__(self, "eps", check_nonnegative("eps", self.eps))
-        object.__setattr__(self, "noise", check_nonnegative("noise", self.noise))
+        validate(self)
 
     @property
     def lam(self) -> float:
@@ -85,9 +85,8 @@ class LinearModel:
     """Linear regression y = beta.x + noise*xi, x ~ N(0, I/D), beta ~ N(0, I), P = ratio*D,
     trained by gradient flow on (1/P) sum (y - w.x)^2 from w(0) = 0, time tau = t/D."""
 
-    ratio: float
-    noise: float = 0.0
+    ratio: float = setting(help="P/D, training points per input dimension (> 0).", check=check_positive)
+    noise: float = setting(0.0, "Label-noise standard deviation σ ≥ 0.", check=check_nonnegative)
 
     def __post_init__(self):
-        object.__setattr__(self, "ratio", check_positive("ratio", self.ratio))
-        object.__setattr__(self, "noise", check_nonnegative("noise", self.noise))
+        validate(self)
