@@ -141,7 +141,8 @@ def click_options(*classes, only: Iterable[str] | None = None, exclude: Iterable
             if isinstance(default, bool):
                 kw.update(is_flag=True, default=default, show_default=False)
             else:
-                kw["default"] = default
+                if f.default is not dataclasses.MISSING:
+                    kw["default"] = default
                 if spec.choices is not None:
                     kw["type"] = click.Choice(list(spec.choices))
                 elif spec.click_type is not None:
