@@ -10,12 +10,17 @@ File contract (every file written by this package, simulator or solver):
 * model-specific groups (``/seeds/<k>/observables`` for simulations, ``/kernels`` and
   ``/solver`` for DMFT solves).
 
-Writes are atomic: the file is written to ``<path>.tmp`` in the same directory, flushed and
-renamed over ``path``, so a killed process never leaves a half-written result.
+* root attribute ``checksum``: BLAKE2b of every group, dataset and attribute; every reader verifies it.
+
+Writes are atomic: the file is written under a temporary name unique to the writer in the same
+directory, synced and renamed over ``path``, so a killed process never leaves a half-written
+result and concurrent writers of one path never delete each other's files (the last rename wins).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +28,7 @@ import h5py
 import numpy as np
 
 FORMAT = "dmft"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 __all__ = [
     "FORMAT",
@@ -34,6 +39,7 @@ __all__ = [
     "read_h5",
     "read_parameters",
     "versions",
+    "verify",
 ]
 
 
@@ -112,6 +118,62 @@ def _load(group: h5py.Group) -> dict:
     return out
 
 
+_CHECKSUM = "checksum"
+# attributes that HDF5's dimension-scale machinery keeps (object references, not content)
+_SCALE_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME"})
+
+
+def _value_bytes(value: Any) -> bytes:
+    """Canonical bytes of an attribute or dataset value, as read back by h5py."""
+    if isinstance(value, h5py.Empty):
+        return b"E"
+    if isinstance(value, bytes):
+        return b"b" + value
+    if isinstance(value, str):
+        return b"s" + value.encode()
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OSU":
+        items = [v if isinstance(v, bytes) else str(v).encode() for v in arr.ravel()]
+        return b"S" + repr(arr.shape).encode() + b"\0".join(items)
+    arr = np.ascontiguousarray(arr)
+    return arr.dtype.str.encode() + repr(arr.shape).encode() + arr.reshape(-1).view(np.uint8).tobytes()
+
+
+def _digest(f: h5py.File) -> str:
+    """BLAKE2b of every group, dataset (dtype, shape, values) and attribute of an open file, in a
+    fixed order, except the checksum attribute itself and the dimension-scale bookkeeping."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def attributes(obj, name: str) -> None:
+        for key in sorted(obj.attrs):
+            if key == _CHECKSUM or key in _SCALE_ATTRS:
+                continue
+            h.update(f"{name}@{key}\0".encode() + _value_bytes(obj.attrs[key]))
+
+    attributes(f, "/")
+    names: list[str] = []
+    f.visit(names.append)
+    for name in sorted(names):
+        obj = f[name]
+        if isinstance(obj, h5py.Dataset):
+            h.update(f"{name}\0D".encode() + _value_bytes(obj[()]))
+        else:
+            h.update(f"{name}\0G".encode())
+        attributes(obj, name)
+    return h.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_h5(
     path: str | os.PathLike,
     kind: str,
@@ -121,12 +183,17 @@ def write_h5(
 ) -> Path:
     """Atomically write ``data`` (a nested dict of arrays) with the file contract's metadata.
 
-    ``parameters`` become attributes of ``/parameters`` (and are mirrored on the root so that
-    ``h5ls -v`` shows them); ``attrs`` are extra root attributes.  Returns the final path.
+    ``parameters`` become attributes of ``/parameters``; ``attrs`` are extra root attributes.
+    The file is written under a temporary name unique to this call in the target directory,
+    checksummed (root attribute ``checksum``, see :func:`verify`), synced to disk and renamed
+    over ``path``: a reader sees the old file or the new one, never a mixture, and two writers
+    of one path never touch each other's temporary file.  Returns the final path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
@@ -154,57 +221,92 @@ def write_h5(
                             ds.dims[0].attach_scale(tau)
                             ds.dims[1].attach_scale(tau)
             f.flush()
+            f.attrs[_CHECKSUM] = _digest(f)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
-        if tmp.exists():
+        if tmp.exists():  # only this call's own temporary file
             tmp.unlink()
     return path
 
 
 def _open(path: str | os.PathLike) -> h5py.File:
+    """Open a dmft file for reading after checking its format, version and checksum; every
+    failure is one :class:`FileFormatError` naming the file and what failed."""
     path = Path(path)
     if not path.exists():
         raise FileFormatError(f"{path}: no such file")
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a directory, not a dmft file")
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:  # truncated, corrupted, not HDF5
-        raise FileFormatError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {exc}") from None
-    fmt = _decode_attr(f.attrs.get("format"))
-    version = _decode_attr(f.attrs.get("format_version"))
-    if fmt != FORMAT:
+    except Exception as exc:  # truncated, corrupted, not HDF5, unreadable
+        raise FileFormatError(f"{path}: not a readable HDF5 file (truncated or corrupted?): "
+                              f"{_one_line(exc)}") from None
+    try:
+        fmt = _decode_attr(f.attrs.get("format"))
+        version = _decode_attr(f.attrs.get("format_version"))
+        if fmt != FORMAT:
+            raise FileFormatError(f"{path}: not a dmft file (format attribute {fmt!r})")
+        if version != FORMAT_VERSION:
+            raise FileFormatError(f"{path}: file format version {version} is not supported "
+                                  f"(this dmft reads version {FORMAT_VERSION}; write the file again)")
+        stored = _decode_attr(f.attrs.get(_CHECKSUM))
+        if not isinstance(stored, str):
+            raise FileFormatError(f"{path}: no checksum attribute: the file is damaged or was not written by dmft")
+        if _digest(f) != stored:
+            raise FileFormatError(f"{path}: checksum mismatch: the file is corrupted (its content differs "
+                                  "from what was written)")
+    except FileFormatError:
         f.close()
-        raise FileFormatError(f"{path}: not a dmft file (format attribute {fmt!r})")
-    if version != FORMAT_VERSION:
+        raise
+    except Exception as exc:  # damaged metadata can fail anywhere inside h5py
         f.close()
-        raise FileFormatError(
-            f"{path}: file format version {version} is not supported (this dmft reads version {FORMAT_VERSION})"
-        )
+        raise FileFormatError(f"{path}: corrupted content: {_one_line(exc)}") from None
     return f
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Raise :class:`FileFormatError` unless ``path`` is an intact dmft file (format, version, checksum)."""
+    _open(path).close()
 
 
 def read_h5(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> dict:
     """Read a whole file as a nested dict: {'attrs': ..., 'parameters': ..., <groups>...}.
 
-    Raises :class:`FileFormatError` with a clear message for a missing, corrupted, foreign,
-    wrong-version or wrong-kind file.
+    The checksum is verified first.  Raises :class:`FileFormatError` with a one-line message for a
+    missing, corrupted, foreign, wrong-version or wrong-kind file.
     """
     with _open(path) as f:
-        file_kind = _decode_attr(f.attrs.get("kind"))
-        kinds = (kind,) if isinstance(kind, str) else kind
-        if kinds is not None and file_kind not in kinds:
-            raise FileFormatError(f"{path}: holds a {file_kind!r} result, expected {' or '.join(kinds)}")
         try:
+            file_kind = _decode_attr(f.attrs.get("kind"))
+            kinds = (kind,) if isinstance(kind, str) else kind
+            if kinds is not None and file_kind not in kinds:
+                raise FileFormatError(f"{path}: holds a {file_kind!r} result, expected {' or '.join(kinds)}")
             out = _load(f)
-        except (OSError, KeyError, ValueError) as exc:
-            raise FileFormatError(f"{path}: corrupted content: {exc}") from None
-        out["attrs"] = {k: _decode_attr(v) for k, v in f.attrs.items()}
-        out["parameters"] = {k: _decode_attr(v) for k, v in f["parameters"].attrs.items()} if "parameters" in f else {}
+            out["attrs"] = {k: _decode_attr(v) for k, v in f.attrs.items() if k not in _SCALE_ATTRS}
+            out["parameters"] = ({k: _decode_attr(v) for k, v in f["parameters"].attrs.items()}
+                                 if "parameters" in f else {})
+        except FileFormatError:
+            raise
+        except Exception as exc:
+            raise FileFormatError(f"{path}: corrupted content: {_one_line(exc)}") from None
     return out
 
 
 def read_parameters(path: str | os.PathLike) -> tuple[str, dict]:
-    """(kind, parameters) of a file, without reading its arrays."""
+    """(kind, parameters) of a verified file."""
     with _open(path) as f:
-        kind = _decode_attr(f.attrs.get("kind"))
-        params = {k: _decode_attr(v) for k, v in f["parameters"].attrs.items()} if "parameters" in f else {}
+        try:
+            kind = _decode_attr(f.attrs.get("kind"))
+            params = {k: _decode_attr(v) for k, v in f["parameters"].attrs.items()} if "parameters" in f else {}
+        except Exception as exc:
+            raise FileFormatError(f"{path}: corrupted content: {_one_line(exc)}") from None
     return kind, params

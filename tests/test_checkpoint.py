@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dmft.io import FileFormatError, read_parameters
+from dmft.io import FileFormatError, read_h5, read_parameters, write_h5
 from dmft.linear import LinearDMFT, solve_linear
 from dmft.params import LinearModel, ParameterError
 from dmft.solvers.fixed_point import FixedPointOptions, iterate
@@ -133,17 +133,25 @@ def test_parameter_mismatch_is_refused_naming_both_values(reference, tmp_path):
 
 def test_version_and_kind_mismatch(reference, tmp_path):
     _, path = reference
-    for where, key in [("/", "format_version"), ("/", "kind")]:
-        out = tmp_path / f"{key}.h5"
-        shutil.copy(path, out)
-        with h5py.File(out, "a") as f:
-            f[where].attrs[key] = 99 if key == "format_version" else "dmft-two-layer"
-        with pytest.raises(FileFormatError, match="version 99|dmft-two-layer"):
-            solve_linear(**CASE, out=out, resume=True)
-    out = tmp_path / "state.h5"
+    out = tmp_path / "format_version.h5"
     shutil.copy(path, out)
     with h5py.File(out, "a") as f:
-        f["solver/state_version"][()] = 7
+        f.attrs["format_version"] = 99
+    with pytest.raises(FileFormatError, match="version 99"):
+        solve_linear(**CASE, out=out, resume=True)
+    out = tmp_path / "kind.h5"
+    shutil.copy(path, out)
+    with h5py.File(out, "a") as f:  # an edited attribute is caught by the checksum
+        f.attrs["kind"] = "dmft-two-layer"
+    with pytest.raises(FileFormatError, match="checksum"):
+        solve_linear(**CASE, out=out, resume=True)
+    write_h5(out, kind="dmft-two-layer", parameters={}, data={"observables": {"tau": np.zeros(1)}})
+    with pytest.raises(FileFormatError, match="'dmft-two-layer' result, expected dmft-linear"):
+        solve_linear(**CASE, out=out, resume=True)
+    tree = read_h5(path)
+    tree["solver"]["state_version"] = 7
+    out = write_h5(tmp_path / "state.h5", kind=tree["attrs"]["kind"], parameters=tree.pop("parameters"),
+                   data={k: v for k, v in tree.items() if k != "attrs"})
     with pytest.raises(FileFormatError, match="solver state version 7"):
         solve_linear(**CASE, out=out, resume=True)
 
