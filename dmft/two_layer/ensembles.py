@@ -11,12 +11,17 @@ from . import readouts
 from .problem import TwoLayerProblem
 from .settings import TwoLayerDMFT
 
+def _stage(progress, stage):
+    """The per-row callback of one pass for a ``progress(stage, t)`` reporter (None: no reports)."""
+    return None if progress is None else (lambda t: progress(stage, t))
+
+
 _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
 #: curves whose kept sampling runs a finite-size solve stores as ``<name>_sampling_runs`` (runs x time)
 SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
 
 
-def _replica_errors(result, model, opts, replicas):
+def _replica_errors(result, model, opts, replicas, progress=None):
     """Run the sampling seeds seed+1 .. seed+replicas-1 beside the solve's own and combine them.
 
     A sampling draw whose sweep diverges, or (finite_size) whose train loss :func:`train_loss_rise`
@@ -51,7 +56,7 @@ def _replica_errors(result, model, opts, replicas):
     admit(opts.seed, obs, False)
     for k in range(1, replicas):
         rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
-        K, message = rep.sweep()
+        K, message = rep.sweep(progress=_stage(progress, f"replica {k + 1}/{replicas}"))
         admit(opts.seed + k, rep.observables_from(K, rep.last_pass["Delta"]), message is not None)
     kept = [seed for seed, _ in runs]
     obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
@@ -80,7 +85,7 @@ _DATASET_CURVES = ("train_loss", "test_loss", "spike")
 
 
 def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None,
-                     pull_fluctuation: bool = True) -> dict:
+                     pull_fluctuation: bool = True, progress=None) -> dict:
     """Spread over training sets of P = round(ratio * dim) points (see :func:`solve`, ``datasets``).
 
     Each replica reweights the sampled sites of one problem (control variate off) by
@@ -90,20 +95,20 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
     each replica also adds the finite-P part of the cross direction's pull on the spike,
     kappa sum_mu (W_mu - w_mu)(u Delta c - E_chi[u Delta c])_mu / phi, which the central solve
     averages over chi exactly (docs/finite-size.md, section 4; only with finite_size).  Replicas
-    whose sweep diverges are counted in ``datasets_failed`` and left out."""
+    whose sweep diverges are counted in ``datasets_failed`` and left out.  ``progress(stage, t)`` is called
+    after row t of each replica's sweep (stage "dataset k/R")."""
     from ..derived import crossing_time
 
     P = int(round(model.ratio * options.dim))
-    problem = TwoLayerProblem(model, dataclasses.replace(options, control_variate=False))
-    w0 = problem.weights.copy()
+    central = TwoLayerProblem(model, dataclasses.replace(options, control_variate=False))
+    w0 = central.weights
     rng = np.random.default_rng(options.seed + 7919 if seed is None else seed)
     curves = {name: [] for name in _DATASET_CURVES}
     t_train, t_test, failed = [], [], 0
-    for _ in range(datasets):
-        problem.weights = rng.multinomial(P, w0 / w0.sum()) / P
-        if pull_fluctuation:
-            problem.dataset_deviation = problem.weights - w0
-        K, message = problem.sweep()
+    for k in range(datasets):
+        W = rng.multinomial(P, w0 / w0.sum()) / P
+        problem = central.reweighted(W, W - w0 if pull_fluctuation else None)
+        K, message = problem.sweep(progress=_stage(progress, f"dataset {k + 1}/{datasets}"))
         if message is not None:
             failed += 1
             continue
@@ -116,8 +121,8 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
            "t_test_datasets": np.array(t_test)}
     curves["log_spike"] = [np.log(c) for c in curves["spike"]]  # the spread of grokking is ~lognormal in s
     for name, c in curves.items():
-        c = np.array(c) if c else np.full((1, problem.T1), np.nan)
+        c = np.array(c) if c else np.full((1, central.T1), np.nan)
         out[name + "_dataset_mean"] = c.mean(axis=0)
-        out[name + "_dataset_sd"] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(problem.T1, np.nan)
+        out[name + "_dataset_sd"] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(central.T1, np.nan)
         out[name + "_dataset_q16"], out[name + "_dataset_q84"] = np.percentile(c, [16, 84], axis=0)
     return out

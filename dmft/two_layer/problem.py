@@ -1,6 +1,7 @@
 """The two-layer DMFT as a problem for the solvers: fixed samples, the map F, the causal pass, readouts."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -378,11 +379,12 @@ class TwoLayerProblem:
         self.last_good = last
         return K, message
 
-    def update(self, kernels: dict) -> dict:
-        """The fixed-point map F: the data side on the given kernels, then the exact weight side."""
+    def update(self, kernels: dict, progress=None) -> dict:
+        """The fixed-point map F: the data side on the given kernels, then the exact weight side.
+        The pass becomes ``last_pass`` (what the readouts use); ``progress(t)`` after row t."""
         T1, h = self.T1, self.options.dt
         K = {k: np.ascontiguousarray(kernels[k]) for k in self.kernel_names}
-        st, last, message = self._run(K, sweep=False)
+        st, last, message = self._run(K, sweep=False, progress=progress)
         self.last_pass = st
         if message is not None:
             return {k: np.full_like(K[k], np.nan) for k in self.kernel_names}
@@ -394,6 +396,31 @@ class TwoLayerProblem:
         if self.options.finite_size:
             new["C_q"][:] = avg["C_q"]
             propagate_all(avg["Rhat_q"], np.zeros((T1, T1)), h, 0.0, np.zeros(T1), new["R_q"], np.zeros((T1, T1)))
+        return new
+
+    def readout_pass(self) -> dict:
+        """The per-site curves of the last pass that the readouts use (Delta, the control variate's
+        train_cv, bump2, the averages), without its (sites x T x T) state."""
+        return {k: v for k, v in self.last_pass.items() if np.ndim(v) < 3}
+
+    def confirm(self, kernels: dict, progress=None) -> dict:
+        """F(K) for the causal driver's confirmation: the readouts stay on the sweep's pass.  The sweep's
+        (sites x T x T) state is dropped first, so that the two passes never both hold theirs
+        (:meth:`TwoLayerDMFT.memory_bytes` is the memory of one)."""
+        kept = self.readout_pass()
+        self.last_pass = kept
+        new = self.update(kernels, progress=progress)
+        self.last_pass = kept
+        return new
+
+    def reweighted(self, weights, deviation=None) -> "TwoLayerProblem":
+        """The same sites and samples with other weights (a training-set replica, :func:`dataset_ensemble`);
+        ``deviation`` = W - w, the replica's empirical measure minus the population's, per site.  The
+        samples are shared (read only), this problem is left as it is."""
+        new = copy.copy(self)
+        new.weights = np.asarray(weights, dtype=float)
+        new.dataset_deviation = deviation
+        new.last_pass = None
         return new
 
     # readouts ------------------------------------------------------------------------
@@ -442,9 +469,8 @@ class TwoLayerProblem:
         The D -> inf DMFT satisfies it to O(h) (1.5% at c1, h = 0.4); ``finite_size`` terms that change
         a site's V must come with their weight-side counterpart, and the difference shows where they
         do not (docs/finite-size.md, section 3e).  Returns tau, weight_side, data_side (per unit tau,
-        halved)."""
-        if self.last_pass is None:
-            self.update(K)
+        halved); the pass is the last :meth:`sweep` or :meth:`update` over K."""
+        self._require_pass("trace_sum_rule()")
         st, h, D = self.last_pass, self.options.dt, self.options.dim
         avg = st["avg"]
 
@@ -459,7 +485,11 @@ class TwoLayerProblem:
         return {"tau": self.tau.copy(), "weight_side": weight,
                 "data_side": self.model.kappa * st["trace_drive"].copy()}
 
-    def observables(self, kernels) -> dict:
+    def _require_pass(self, what):
         if self.last_pass is None:
-            self.update(kernels)
+            raise RuntimeError(f"{what} reads the last pass over the kernels: run sweep() or update(kernels) first")
+
+    def observables(self, kernels) -> dict:
+        """Readouts of ``kernels`` and of the last pass (:meth:`sweep`, :meth:`update` or :meth:`confirm`)."""
+        self._require_pass("observables()")
         return self.observables_from(kernels, self.last_pass["Delta"])

@@ -6,12 +6,17 @@ import warnings
 
 import numpy as np
 
+from dmft.solvers import causal
+from dmft.solvers.checkpoint import read_result, write_result
+from dmft.solvers.fixed_point import FixedPointOptions, iterate
+
 from ..params import ParameterError, TwoLayerModel, check_choice, check_int
 from . import readouts
 from .ensembles import _replica_errors, dataset_ensemble
 from .problem import TwoLayerProblem
 from .readouts import RISE_STEPS
 from .settings import TwoLayerDMFT
+
 
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
           seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
@@ -59,76 +64,78 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
                         u_max=u_max, seed=seed, finite_size=finite_size)
     datasets = check_int("datasets", datasets, 0, 1000)
     problem = TwoLayerProblem(model, opts)
-    from dmft.solvers.checkpoint import make_result, write_result
-    from dmft.solvers.fixed_point import FixedPointOptions, SolverState, iterate, residual
-    from dmft.solvers.result import Status
-
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                    checkpoint_every=checkpoint_every)
-    if method == "iterate":
-        result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
-        result.observables.update(_extra(problem))
-        _replica_errors(result, model, opts, replicas)
-        if datasets and result.success:
-            result.observables.update(dataset_ensemble(model, opts, datasets))
-        if out is not None and replicas > 1:
-            write_result(out, result)
-        return result
-    if resume:
-        from dmft.solvers.checkpoint import read_result
-
+    if method == "sweep" and resume:
         stored = read_result(out, problem.kind)
         _check_same_parameters(stored.parameters, problem.parameters(), out)
         return stored
-
-    start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=problem.T1, desc="dmft sweep", unit="step", leave=False)
-    kernels, message = problem.sweep(progress=(lambda t: bar.update(1)) if bar else None)
-    if bar:
-        bar.close()
-    # keep only the sweep's per-site curves (what the observables read: Delta, the control variate's
-    # train_cv, bump2); its (sites x T x T) state is dropped, so that the confirmation pass and the
-    # sampling replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
-    sweep_pass = {k: v for k, v in problem.last_pass.items() if np.ndim(v) < 3}
-    problem.last_pass = sweep_pass
-    confirmation = float("nan")
-    if message is None and confirm:
-        confirmation = residual(problem.update(kernels), kernels)
-        problem.last_pass = sweep_pass
-    state = SolverState.initial(kernels, fp_options)
-    state.residuals = [confirmation if confirm else 0.0]
-    state.confirmation_residual = confirmation
-    if message is None:
-        state.status = Status.CONVERGED
-        state.message = ("causal sweep: exact one-pass solution on the sampled sites; fixed-point residual of the "
-                         f"returned kernels (one application of the map) {confirmation:.2e}")
+    if method == "iterate":
+        # the iteration has its own bar (over iterations); the ensembles below get theirs
+        result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
+        passes = (replicas - 1) + (datasets if result.success else 0)
+        bar = _Progress(passes * problem.T1, progress)
     else:
-        state.status = Status.NON_FINITE
-        state.message = message
-    result = make_result(problem, fp_options, state, kernels, nfev=1 + int(confirm),
-                         wall_time=time.perf_counter() - start)
-    result.method = "sweep"
-    result.observables.update(_extra(problem))
-    rise = readouts.train_loss_rise(result.observables["tau"], result.observables["train_loss"])
-    if rise is not None:
-        warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
-                   f"{RISE_STEPS} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
-                   "gradient descent raises it only above the edge of stability (lower --dt to check)"
-                   + ("; with --finite-size a long rise is an unstable solution of the finite-size terms "
-                      "(docs/finite-size.md, section 5c): compare another --seed" if opts.finite_size else ""))
-        result.message = f"{result.message}; {warning}"
-        warnings.warn(warning, RuntimeWarning, stacklevel=2)
-    if message is None:
-        _replica_errors(result, model, opts, replicas)
-        if datasets:
-            result.observables.update(dataset_ensemble(model, opts, datasets))
-    if out is not None:
+        passes = 1 + int(confirm) + (replicas - 1) + datasets
+        bar = _Progress(passes * problem.T1, progress)
+        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report)
+        # the readouts are in result.observables: keep only the pass's per-site curves, so that the
+        # replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
+        problem.last_pass = problem.readout_pass()
+    after_driver = time.perf_counter()
+    try:
+        result.observables.update(_extra(problem))
+        if method == "sweep":
+            _warn_on_rise(result, opts)
+        if result.success or method == "iterate":
+            _replica_errors(result, model, opts, replicas, progress=bar.report)
+        if datasets and result.success:
+            result.observables.update(dataset_ensemble(model, opts, datasets, progress=bar.report))
+    finally:
+        bar.close()
+    # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
+    result.wall_time += time.perf_counter() - after_driver
+    if out is not None and (method == "sweep" or replicas > 1):
         write_result(out, result)
     return result
+
+
+def _warn_on_rise(result, opts):
+    """Warn (and say in the message) when the train loss of a swept solution rises (train_loss_rise)."""
+    rise = readouts.train_loss_rise(result.observables["tau"], result.observables["train_loss"])
+    if rise is None:
+        return
+    warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
+               f"{RISE_STEPS} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
+               "gradient descent raises it only above the edge of stability (lower --dt to check)"
+               + ("; with --finite-size a long rise is an unstable solution of the finite-size terms "
+                  "(docs/finite-size.md, section 5c): compare another --seed" if opts.finite_size else ""))
+    result.message = f"{result.message}; {warning}"
+    warnings.warn(warning, RuntimeWarning, stacklevel=3)
+
+
+class _Progress:
+    """One tqdm bar over the rows of every pass of a solve, labelled with the pass it is in."""
+
+    def __init__(self, total_rows: int, enabled: bool):
+        self.stage = None
+        self.bar = None
+        if enabled and total_rows > 0:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_rows, desc="dmft sweep", unit="step", leave=False)
+
+    def report(self, stage: str, t: int) -> None:
+        if self.bar is None:
+            return
+        if stage != self.stage:
+            self.stage = stage
+            self.bar.set_description(f"dmft {stage}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
