@@ -57,7 +57,7 @@ def _replica_errors(result, model, opts, replicas, progress=None):
     for k in range(1, replicas):
         rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
         K, message = rep.sweep(progress=_stage(progress, f"replica {k + 1}/{replicas}"))
-        admit(opts.seed + k, rep.observables_from(K, rep.last_pass["Delta"]), message is not None)
+        admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
     kept = [seed for seed, _ in runs]
     obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
     obs["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
@@ -112,7 +112,7 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
         if message is not None:
             failed += 1
             continue
-        obs = problem.observables_from(K, problem.last_pass["Delta"])
+        obs = problem.observables_from(K, problem.last_pass.Delta)
         for name in _DATASET_CURVES:
             curves[name].append(obs[name])
         t_train.append(crossing_time(obs["tau"], obs["train_loss"]))

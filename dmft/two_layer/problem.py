@@ -15,6 +15,7 @@ from .data_side import _data_side_row
 from .finite_size import _bump_field_row, _cross_weights_row, _own_bump_diag
 from .readouts import bump_test_correction, cross_test_correction, population_test_loss, reaction_residual
 from .settings import _BUMP_PARTNERS, _DIVERGED, CROSS_KERNEL_NAMES, KERNEL_NAMES, TwoLayerDMFT
+from .sweep_state import SweepState
 
 class TwoLayerProblem:
     """The two-layer DMFT as a problem for the solvers: fixed samples, the map F, readouts.
@@ -169,59 +170,43 @@ class TwoLayerProblem:
     def _run(self, K, sweep, progress=None):
         """One pass over t = 0..T.  sweep=True fills row t of K (weight side) before the data
         side of row t uses it: the causal solution.  sweep=False keeps K fixed (map F).
-        Returns (state, last_good_step, message)."""
+        Returns (state: SweepState, last_good_step, message)."""
         T1, o, mdl = self.T1, self.options, self.model
         B = self.u2.shape[0]
-        st = {"Gam": np.zeros((B, T1, T1)), "dDelta": np.zeros((B, T1, T1)), "dEll": np.zeros((B, T1, T1)),
-              "m": np.zeros((B, T1)), "Delta": np.full((B, T1), np.nan), "ell": np.zeros((B, T1)),
-              "chol": np.zeros((T1, T1)), "phi": [np.zeros(T1) for _ in range(3)], "trace_drive": np.zeros(T1),
-              "avg": {k: np.zeros((T1, T1)) for k in ("Rhat_z", "Rhat_par", "N_z", "N_par", "N_b", "Rhat_b")}}
+        st = SweepState.empty(B, T1, o.finite_size)
         rows = [np.zeros((B, T1)) for _ in range(7)]
         out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp = rows
         cross = o.finite_size
         if cross:
-            st.update({"chi": np.zeros((B, T1)), "p_spk": np.zeros((B, T1)), "c_spk": np.zeros((B, T1)),
-                       "chol_q": np.zeros((T1, T1)), "R_q": np.zeros((T1, T1)), "Phi_q": np.zeros(T1),
-                       "Wq": np.zeros((B, T1)), "zero": np.zeros((T1, T1)),
-                       "C_scratch": np.zeros((T1, T1))})
-            st["avg"]["Rhat_q"] = np.zeros((T1, T1))
-            st["avg"]["C_q"] = np.zeros((T1, T1))
             out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
-            st["Gamc"], out_Rpar = np.zeros((B, T1, T1)), np.zeros((B, T1))
-            st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((B, T1, T1)) for _ in range(3))
-            st["Czs"], st["bump"], st["bump2"] = np.zeros((B, T1, T1)), np.zeros((B, T1)), np.zeros(T1)
+            out_Rpar = np.zeros((B, T1))
             # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
             phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
             C_q = K["C_q"]
         else:
-            st.update({k: np.zeros((1, 1)) for k in ("chi", "p_spk", "c_spk", "chol_q")})
             out_Rq, out_pull = np.zeros((1, 1)), np.zeros(1)
-            st["Gamc"], out_Rpar = np.zeros((1, 1, 1)), np.zeros((1, 1))
-            st["dDv"], st["dEv"], st["Vfull"] = (np.zeros((1, 1, 1)) for _ in range(3))
-            st["Czs"] = np.zeros((1, 1, 1))
+            out_Rpar = np.zeros((1, 1))
             phi_hat = np.zeros(1)
             C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
-        st["train_cv"] = np.zeros(T1)
-        st["react"] = np.zeros((B, T1))
-        avg = st["avg"]
+        avg = st.avg
         S = np.zeros((T1, T1)) if sweep else np.ascontiguousarray(K["C_par"] / o.dim)
         w, wu = self.weights, self.weights * self.u2
         for t in range(T1):
             if sweep:
-                self._weight_side_row(t, avg, K, st["phi"])
+                self._weight_side_row(t, avg, K, st.phi)
                 S[t, : t + 1] = K["C_par"][t, : t + 1] / o.dim
                 S[: t + 1, t] = S[t, : t + 1]
                 if cross:
                     phi_hat[t] = math.sqrt(max(K["C_par"][t, t], 0.0) / o.dim)
                     # only the response R_q is used: the covariance of q comes from the sites (C_q below)
-                    propagate_row(t, avg["Rhat_q"], st["zero"], o.dt, 0.0, st["Phi_q"], K["R_q"], st["C_scratch"])
+                    propagate_row(t, avg["Rhat_q"], st.zero, o.dt, 0.0, st.Phi_q, K["R_q"], st.C_scratch)
             if cross:
                 # the cross direction's weights at row t need the sites' rows < t only
-                _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st["Gam"], K["C_z"], K["R_z"],
-                                   K["R_q"], K["R_par"], st["Delta"], st["p_spk"], st["c_spk"], phi_hat, st["Vfull"],
-                                   st["Wq"], C_q)
-                Wq = st["Wq"]
+                _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st.Gam, K["C_z"], K["R_z"],
+                                   K["R_q"], K["R_par"], st.Delta, st.p_spk, st.c_spk, phi_hat, st.Vfull,
+                                   st.Wq, C_q)
+                Wq = st.Wq
                 row = mdl.kappa ** 2 * mdl.lam * ((w * Wq[:, t]) @ Wq[:, : t + 1])
                 avg["C_q"][t, : t + 1] = row
                 avg["C_q"][: t + 1, t] = row
@@ -230,29 +215,29 @@ class TwoLayerProblem:
                     C_q[: t + 1, t] = row
             n = t + 1
             if cross:
-                cholesky_extend(st["chol_q"][:n, :n], C_q[:n, :n], t,
+                cholesky_extend(st.chol_q[:n, :n], C_q[:n, :n], t,
                                 o.cholesky_cut * max(float(np.max(np.diag(C_q)[:n])), 0.0))
             # causal Cholesky row t of C_b; a residual variance below cholesky_cut * max variance is cut
-            cholesky_extend(st["chol"][:n, :n], K["C_b"][:n, :n], t,
+            cholesky_extend(st.chol[:n, :n], K["C_b"][:n, :n], t,
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
             if cross:
-                _bump_field_row(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"],
-                                self.bulk_norm, self.partners, self.omegas, st["bump"])
+                _bump_field_row(t, K["C_z"], S, C_q, self.u2, st.chi, phi_hat, st.Vfull, st.Czs,
+                                self.bulk_norm, self.partners, self.omegas, st.bump)
             _data_side_row(t, o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise, self.u2,
-                           self.label_noise, self.gauss, st["chol"], K["R_z"], K["C_z"], S, K["R_b"], st["Gam"], st["dDelta"],
-                           st["dEll"], st["m"], st["Delta"], st["ell"], out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
-                           out_V, out_Vperp, cross, phi_hat, C_q, st["chol_q"], self.gauss_q, st["chi"],
-                           st["p_spk"], st["c_spk"], out_Rq, out_pull, K["R_par"], st["Gamc"], out_Rpar,
-                           st["dDv"], st["dEv"], st["Vfull"], st["Czs"], self.bulk_norm, st["react"])
+                           self.label_noise, self.gauss, st.chol, K["R_z"], K["C_z"], S, K["R_b"], st.Gam, st.dDelta,
+                           st.dEll, st.m, st.Delta, st.ell, out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
+                           out_V, out_Vperp, cross, phi_hat, C_q, st.chol_q, self.gauss_q, st.chi,
+                           st.p_spk, st.c_spk, out_Rq, out_pull, K["R_par"], st.Gamc, out_Rpar,
+                           st.dDv, st.dEv, st.Vfull, st.Czs, self.bulk_norm, st.react)
             if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
                 b_tt = np.empty(B)
-                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st["chi"], phi_hat, st["Vfull"], st["Czs"], self.bulk_norm, b_tt)
+                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st.chi, phi_hat, st.Vfull, st.Czs, self.bulk_norm, b_tt)
                 with np.errstate(all="ignore"):
-                    st["bump2"][t] = w @ b_tt**2
+                    st.bump2[t] = w @ b_tt**2
                     if self.bump_reaction:
-                        st["react"][:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt)
+                        st.react[:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
-                st["trace_drive"][t] = w @ (st["Delta"][:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
+                st.trace_drive[t] = w @ (st.Delta[:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
                 avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
                 if cross and self.site_covariance_rate:
                     avg["Rhat_z"][t, t] += self._site_covariance_rate(t, st, K["C_z"])
@@ -266,7 +251,7 @@ class TwoLayerProblem:
                             # a training set's own pull: the sum over its P points of u Delta c, whose
                             # finite-P part the exact chi-average drops (docs/finite-size.md, section 4)
                             pull += float(self.dataset_deviation
-                                          @ (self.u * st["Delta"][:, t] * st["c_spk"][:, t] - out_pull))
+                                          @ (self.u * st.Delta[:, t] * st.c_spk[:, t] - out_pull))
                         avg["Rhat_par"][t, t] += mdl.kappa * pull / phi_hat[t]
                 corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
                 for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
@@ -276,10 +261,10 @@ class TwoLayerProblem:
                     avg[name][t, :n] = row
                     avg[name][:n, t] = row
             with np.errstate(all="ignore"):
-                exploded = not np.all(np.abs(st["Delta"][:, t]) < _DIVERGED)
+                exploded = not np.all(np.abs(st.Delta[:, t]) < _DIVERGED)
             if exploded or not all(np.all(np.isfinite(a[t, :n])) for a in avg.values()):
                 message = self._divergence_message(t, st)
-                st["Delta"][:, t:] = np.nan
+                st.Delta[:, t:] = np.nan
                 return st, t - 1, message
             if progress is not None:
                 progress(t)
@@ -304,20 +289,20 @@ class TwoLayerProblem:
         """
         o, mdl = self.options, self.model
         n = t + 1
-        L = st["chol"][:n, :n]
+        L = st.chol[:n, :n]
         kappa2 = mdl.kappa ** 2
         corr = {"N_b": np.zeros(n), "N_z": np.zeros(n), "N_par": np.zeros(n)}
         for node in range(o.nodes):
             tw = self.twins[node]
             P, Q = cv["P"][node], cv["Q"][node]
-            P[t, :n] = st["dDelta"][tw, t, :n] @ L
-            Q[t, :n] = st["dEll"][tw, t, :n] @ L
+            P[t, :n] = st.dDelta[tw, t, :n] @ L
+            Q[t, :n] = st.dEll[tw, t, :n] @ L
             excess = self.excess[node][:n, :n]  # I - G_hat on the node's normals
             p_t = P[t, :n] @ excess
             q_t = Q[t, :n] @ excess
             wn = self.node_weight[node]
             dd = P[:n, :n] @ p_t  # (D (C_b - C_hat) D^T)(t, s'), s' <= t
-            st["train_cv"][t] += wn * dd[t]
+            st.train_cv[t] += wn * dd[t]
             corr["N_b"] += mdl.lam * wn * (Q[:n, :n] @ q_t)
             corr["N_z"] += mdl.lam * kappa2 * wn * dd * out_V[tw, :n]
             corr["N_par"] += mdl.lam * kappa2 * wn * self.u2[tw] * dd * out_Vperp[tw, :n]
@@ -339,9 +324,9 @@ class TwoLayerProblem:
         every point's memory in proportion to the memory, the mean-field form of the reaction (the
         networks' reaction is stronger for larger bumps).  X = O(1/D)."""
         n = t + 1
-        site = st["Czs"][:, :n, t] * self.bulk_norm[:, None] - C_z[None, :n, t]
-        excess = np.einsum("bk,bk->b", st["Gam"][:, t, :n], site)
-        X = self.model.kappa * float(self.weights @ (st["Delta"][:, t] * excess))
+        site = st.Czs[:, :n, t] * self.bulk_norm[:, None] - C_z[None, :n, t]
+        excess = np.einsum("bk,bk->b", st.Gam[:, t, :n], site)
+        X = self.model.kappa * float(self.weights @ (st.Delta[:, t] * excess))
         return X / max(C_z[t, t], 1e-300)
 
     def _weight_side_row(self, t, avg, K, phis):
@@ -352,7 +337,7 @@ class TwoLayerProblem:
 
     def _divergence_message(self, t, st):
         with np.errstate(all="ignore"):
-            size = np.abs(st["Delta"][:, t])
+            size = np.abs(st.Delta[:, t])
         size[~np.isfinite(size)] = np.inf
         i = int(np.argmax(size))
         return (f"a data-side site diverged at tau = {t * self.options.dt:.4g} (step {t}; teacher field "
@@ -389,7 +374,7 @@ class TwoLayerProblem:
         if message is not None:
             return {k: np.full_like(K[k], np.nan) for k in self.kernel_names}
         new = {k: np.zeros_like(K[k]) for k in self.kernel_names}
-        avg = st["avg"]
+        avg = st.avg
         propagate_all(avg["Rhat_z"], avg["N_z"], h, 1.0, np.zeros(T1), new["R_z"], new["C_z"])
         propagate_all(avg["Rhat_par"], avg["N_par"], h, 1.0, np.zeros(T1), new["R_par"], new["C_par"])
         propagate_all(avg["Rhat_b"], avg["N_b"], h, 0.0, np.zeros(T1), new["R_b"], new["C_b"])
@@ -398,10 +383,10 @@ class TwoLayerProblem:
             propagate_all(avg["Rhat_q"], np.zeros((T1, T1)), h, 0.0, np.zeros(T1), new["R_q"], np.zeros((T1, T1)))
         return new
 
-    def readout_pass(self) -> dict:
+    def readout_pass(self) -> SweepState:
         """The per-site curves of the last pass that the readouts use (Delta, the control variate's
         train_cv, bump2, the averages), without its (sites x T x T) state."""
-        return {k: v for k, v in self.last_pass.items() if np.ndim(v) < 3}
+        return self.last_pass.readouts()
 
     def confirm(self, kernels: dict, progress=None) -> dict:
         """F(K) for the causal driver's confirmation: the readouts stay on the sweep's pass.  The sweep's
@@ -434,7 +419,7 @@ class TwoLayerProblem:
             sq = Delta[self.weights > 0] ** 2
             train = self.weights[self.weights > 0] @ sq
             if self.last_pass is not None and self.control_variate:
-                train = train + self.last_pass["train_cv"]
+                train = train + self.last_pass.train_cv
             nb = self.n_batches
             per_batch = np.zeros((nb, sq.shape[1]))
             w, batch = self.weights[self.weights > 0], self.batch_of[self.weights > 0]
@@ -448,9 +433,9 @@ class TwoLayerProblem:
         if o.finite_size:
             Cq = np.diag(K["C_q"]).copy()
             out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
-            if self.last_pass is not None and "bump2" in self.last_pass:
+            if self.last_pass is not None and self.last_pass.bump2 is not None:
                 out["test_loss"] = out["test_loss"] + bump_test_correction(
-                    mdl.alpha, mdl.eps, mdl.ratio, o.dim, Cz, self.last_pass["bump2"])
+                    mdl.alpha, mdl.eps, mdl.ratio, o.dim, Cz, self.last_pass.bump2)
             out["spike_bulk_cross"] = s * Cq
         return out
 
@@ -472,7 +457,7 @@ class TwoLayerProblem:
         halved); the pass is the last :meth:`sweep` or :meth:`update` over K."""
         self._require_pass("trace_sum_rule()")
         st, h, D = self.last_pass, self.options.dt, self.options.dim
-        avg = st["avg"]
+        avg = st.avg
 
         def drift(Rhat, N, R, C):
             out = np.zeros(self.T1)
@@ -483,7 +468,7 @@ class TwoLayerProblem:
         weight = (drift(avg["Rhat_z"], avg["N_z"], K["R_z"], K["C_z"])
                   + drift(avg["Rhat_par"], avg["N_par"], K["R_par"], K["C_par"]) / D)
         return {"tau": self.tau.copy(), "weight_side": weight,
-                "data_side": self.model.kappa * st["trace_drive"].copy()}
+                "data_side": self.model.kappa * st.trace_drive.copy()}
 
     def _require_pass(self, what):
         if self.last_pass is None:
@@ -492,4 +477,4 @@ class TwoLayerProblem:
     def observables(self, kernels) -> dict:
         """Readouts of ``kernels`` and of the last pass (:meth:`sweep`, :meth:`update` or :meth:`confirm`)."""
         self._require_pass("observables()")
-        return self.observables_from(kernels, self.last_pass["Delta"])
+        return self.observables_from(kernels, self.last_pass.Delta)
