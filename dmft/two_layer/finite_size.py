@@ -68,8 +68,8 @@ def _bump_field_row(t, C_z, S, C_q, u2, chi, phi_hat, Vfull, Czs, norm, partners
 def _mode_tilt(phi_hat, C_q, n):
     """cos^2 of the tilt of the growing mode away from bhat at times 0..n-1, s / (s + C_q) with
     s = phi^2 (1 where both vanish).  An effective factor on the teacher memory and on the spike-noise
-    leg of C_q: it was derived as the share of a kick to the teacher coordinate that comes back to it,
-    but the networks' bhat^T A(t,t') bhat is R_par itself; the factor stands in for the missing
+    leg of C_q: it is the share of a kick to the teacher coordinate that comes back to it, whereas
+    the networks' bhat^T A(t,t') bhat is R_par itself; the factor stands in for the missing
     reaction of the other points to a large-|u| point's bump (docs/finite-size.md, sections 3, 3d)."""
     tilt = np.ones(n)
     for tp in range(n):

@@ -24,10 +24,10 @@ class TwoLayerProblem:
     [0, u_max] with the half-normal density; at each node ``samples`` sites carry antithetic
     (g, -g) normal vectors that drive the readout-mean noise xi_b = L g, with L the causal
     Cholesky factor of C_b (residual variances below ``cholesky_cut`` times the largest
-    variance are cut).  An alternative that
-    draws xi_b as random combinations of the other sites' ell_b paths (no Cholesky) was tried
-    and rejected: its feedback through the shared paths made the run-to-run spread ~10x
-    larger (train loss +-0.07 at eps = 0 against a 0.004 simulation standard error).
+    variance are cut).  The Cholesky factor keeps the sites independent: drawing xi_b as random
+    combinations of the other sites' ell_b paths instead feeds the sampling noise back through the
+    shared paths, and the run-to-run spread is ~10x larger (train loss +-0.07 at eps = 0 against a
+    0.004 simulation standard error).
 
     Variance reduction: each node also carries a weight-zero twin site with xi_b = 0 whose
     tangents define an exactly averageable linearised site (second-moment control variate,
@@ -64,11 +64,11 @@ class TwoLayerProblem:
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
         self.last_pass = None
-        # finite_size: keep the bulk variance consistent with the sites' own covariances (section 3e);
-        # switched off only to measure what it does
+        # finite_size terms that a caller can leave out to measure each one's share
+        # (tests/test_finite_size.py): the rate that keeps the bulk variance consistent with the
+        # sites' own covariances (section 3e), and the other points' reaction to each site's own
+        # bump (section 3d); both are part of the finite-size DMFT
         self.site_covariance_rate = True
-        # finite_size: the other points' reaction to each site's own bump (section 3d);
-        # switched off only to measure what it does
         self.bump_reaction = True
         # training-set replicas (dataset_ensemble): W - w, the replica's empirical measure minus the
         # population's, per site; None for the central solve
