@@ -92,7 +92,7 @@ def simulations(case, dim, cache: Path):
 
 #: the files a DMFT solve runs (the model's equations, its parameters, the numerical engines);
 #: plotting, I/O and the simulator do not change its curves
-_DMFT_SOURCES = ("dmft/two_layer.py", "dmft/params.py", "solvers/*.py")
+_DMFT_SOURCES = ("dmft/two_layer/*.py", "dmft/params.py", "solvers/*.py")
 
 
 def _source_hash():

@@ -572,7 +572,7 @@ def test_finite_size_solve_leaves_out_an_unstable_sampling_seed(monkeypatch):
         K, msg = real_sweep(self, *args, **kwargs)
         return (K, "a data-side site diverged (simulated)") if self.options.seed == 2 else (K, msg)
 
-    monkeypatch.setattr(tl, "train_loss_rise", rise)
+    monkeypatch.setattr(tl.readouts, "train_loss_rise", rise)
     monkeypatch.setattr(tl.TwoLayerProblem, "sweep", sweep)
     res = solve(**_SOLVE_KW, finite_size=True, replicas=4)
     obs = res.observables
@@ -581,7 +581,7 @@ def test_finite_size_solve_leaves_out_an_unstable_sampling_seed(monkeypatch):
     np.testing.assert_allclose(obs["train_loss"], (runs[0]["train_loss"] + runs[3]["train_loss"]) / 2, rtol=1e-12)
     assert "seed 1 (train loss rose" in res.message and "seed 2 diverged" in res.message
     # every seed unstable: the curves stay --seed's, without error bars, and the message says so
-    monkeypatch.setattr(tl, "train_loss_rise", lambda tau, train_loss: {"from_tau": 2.0, "tau": 6.0,
+    monkeypatch.setattr(tl.readouts, "train_loss_rise", lambda tau, train_loss: {"from_tau": 2.0, "tau": 6.0,
                                                                          "relative_rise": 0.01})
     alone = solve(**_SOLVE_KW, finite_size=True, replicas=3)
     np.testing.assert_array_equal(alone.observables["train_loss"], runs[0]["train_loss"])

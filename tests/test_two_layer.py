@@ -247,7 +247,8 @@ def test_fused_sandwich_rows_equal_the_plain_ones_to_the_last_bit():
     # The data side's fused loops (one pass over each per-site matrix) must give exactly what the
     # plain row-by-row sandwich gives: the finite-size sampler amplifies round-off (docs/finite-size.md,
     # section 5), so a reordered sum would change the cached reference runs.
-    from dmft.two_layer import _cross_sandwich_rows, _sandwich_row, _sandwich_row_pair
+    from dmft.two_layer.core import _sandwich_row, _sandwich_row_pair
+    from dmft.two_layer.finite_size import _cross_sandwich_rows
 
     rng = np.random.default_rng(3)
     T1 = 41

@@ -1,0 +1,128 @@
+"""Ensembles around one solve: the sampling replicas (Monte-Carlo errors) and the training-set replicas."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..params import TwoLayerModel
+from . import readouts
+from .problem import TwoLayerProblem
+from .settings import TwoLayerDMFT
+
+def _stage(progress, stage):
+    """The per-row callback of one pass for a ``progress(stage, t)`` reporter (None: no reports)."""
+    return None if progress is None else (lambda t: progress(stage, t))
+
+
+_ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
+#: curves whose kept sampling runs a finite-size solve stores as ``<name>_sampling_runs`` (runs x time)
+SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
+
+
+def _replica_errors(result, model, opts, replicas, progress=None):
+    """Run the sampling seeds seed+1 .. seed+replicas-1 beside the solve's own and combine them.
+
+    A sampling draw whose sweep diverges, or (finite_size) whose train loss :func:`train_loss_rise`
+    flags, is an unstable solution of the sampled equations (with finite_size about one draw in 50-100,
+    docs/finite-size.md section 5c), not a sample of the theory: it is left out, and listed in the
+    observable ``excluded_sampling_seeds`` and in the message; ``sampling_seeds`` lists the kept ones.
+
+    * D -> inf (finite_size=False): the curves stay those of ``seed``, and ``<name>_mc_err`` is the
+      standard deviation over the kept seeds, the Monte-Carlo error of this one solve.
+    * finite_size=True: the curves are the mean over the kept seeds and ``<name>_mc_err`` is its
+      standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
+      0.006 at D = 200) is larger than the networks' standard errors at D <= 400, and the mean of
+      sampling seeds without the unstable ones is what docs/finite-size.md section 6 compares with
+      networks; ``train_loss_sampling_runs`` and ``test_loss_sampling_runs`` hold the kept runs (seeds x
+      time), which :func:`dmft.agreement.against_simulation` uses.  The kernels stay those of ``seed``.
+    """
+    names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
+    obs = result.observables
+    runs, excluded, notes = [], [], []
+
+    def admit(seed, curves, diverged):
+        # a rise is a sign of an unstable draw only with the bump field; in the D -> inf DMFT it is the
+        # edge of stability, which every seed shares (train_loss_rise)
+        rise = None if diverged or not opts.finite_size else readouts.train_loss_rise(curves["tau"], curves["train_loss"])
+        if diverged or rise is not None:
+            excluded.append(seed)
+            notes.append(f"seed {seed} " + ("diverged" if diverged else
+                                            f"(train loss rose from its minimum at tau = {rise['from_tau']:.4g})"))
+        else:
+            runs.append((seed, curves))
+
+    admit(opts.seed, obs, False)
+    for k in range(1, replicas):
+        rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
+        K, message = rep.sweep(progress=_stage(progress, f"replica {k + 1}/{replicas}"))
+        admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
+    kept = [seed for seed, _ in runs]
+    obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
+    obs["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
+    stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]) for name in names}
+    for name in names:
+        sd = np.std(stacked[name], axis=0, ddof=1) if len(runs) > 1 else np.full_like(obs[name], np.nan)
+        if opts.finite_size and runs:
+            obs[name] = stacked[name].mean(axis=0)
+            sd = sd / math.sqrt(len(runs))
+            if name in SAMPLING_RUN_CURVES:
+                # the runs themselves (kept seeds x time): dmft.agreement resamples them to combine the
+                # theory's sampling error with the networks' in the exact-theory reference
+                obs[name + "_sampling_runs"] = stacked[name]
+        obs[name + "_mc_err"] = sd
+    if opts.finite_size and replicas > 1 and runs:
+        result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
+                           "errors: its standard error")
+    if excluded:
+        result.message += (("; unstable sampling draws, left out" if runs else
+                            "; every sampling seed is an unstable draw, so the curves are those of --seed, without "
+                            "error bars") + " (docs/finite-size.md, section 5c): " + "; ".join(notes))
+
+
+_DATASET_CURVES = ("train_loss", "test_loss", "spike")
+
+
+def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None,
+                     pull_fluctuation: bool = True, progress=None) -> dict:
+    """Spread over training sets of P = round(ratio * dim) points (see :func:`solve`, ``datasets``).
+
+    Each replica reweights the sampled sites of one problem (control variate off) by
+    W ~ Multinomial(P, w) / P, the empirical measure of P points drawn from the sites, and runs
+    the causal sweep: the finite-P fluctuations of every data average (the spike's growth rate
+    E_mu[u^2 Delta] above all) are then those of a real training set.  With ``pull_fluctuation``
+    each replica also adds the finite-P part of the cross direction's pull on the spike,
+    kappa sum_mu (W_mu - w_mu)(u Delta c - E_chi[u Delta c])_mu / phi, which the central solve
+    averages over chi exactly (docs/finite-size.md, section 4; only with finite_size).  Replicas
+    whose sweep diverges are counted in ``datasets_failed`` and left out.  ``progress(stage, t)`` is called
+    after row t of each replica's sweep (stage "dataset k/R")."""
+    from ..derived import crossing_time
+
+    P = int(round(model.ratio * options.dim))
+    central = TwoLayerProblem(model, dataclasses.replace(options, control_variate=False))
+    w0 = central.weights
+    rng = np.random.default_rng(options.seed + 7919 if seed is None else seed)
+    curves = {name: [] for name in _DATASET_CURVES}
+    t_train, t_test, failed = [], [], 0
+    for k in range(datasets):
+        W = rng.multinomial(P, w0 / w0.sum()) / P
+        problem = central.reweighted(W, W - w0 if pull_fluctuation else None)
+        K, message = problem.sweep(progress=_stage(progress, f"dataset {k + 1}/{datasets}"))
+        if message is not None:
+            failed += 1
+            continue
+        obs = problem.observables_from(K, problem.last_pass.Delta)
+        for name in _DATASET_CURVES:
+            curves[name].append(obs[name])
+        t_train.append(crossing_time(obs["tau"], obs["train_loss"]))
+        t_test.append(crossing_time(obs["tau"], obs["test_loss"]))
+    out = {"datasets_failed": np.array(failed), "t_train_datasets": np.array(t_train),
+           "t_test_datasets": np.array(t_test)}
+    curves["log_spike"] = [np.log(c) for c in curves["spike"]]  # the spread of grokking is ~lognormal in s
+    for name, c in curves.items():
+        c = np.array(c) if c else np.full((1, central.T1), np.nan)
+        out[name + "_dataset_mean"] = c.mean(axis=0)
+        out[name + "_dataset_sd"] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(central.T1, np.nan)
+        out[name + "_dataset_q16"], out[name + "_dataset_q84"] = np.percentile(c, [16, 84], axis=0)
+    return out

@@ -1,0 +1,150 @@
+"""``solve``: the two-layer DMFT from the paper's parameters to a :class:`dmft.solvers.result.SolverResult`."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from dmft.solvers import causal
+from dmft.solvers.checkpoint import read_result, write_result
+from dmft.solvers.fixed_point import FixedPointOptions, iterate
+
+from ..params import ParameterError, TwoLayerModel, check_choice, check_int
+from . import readouts
+from .ensembles import _replica_errors, dataset_ensemble
+from .problem import TwoLayerProblem
+from .readouts import RISE_STEPS
+from .settings import TwoLayerDMFT
+
+
+def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
+          seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
+          replicas=2, out=None, resume=False, progress=False, confirm=True, finite_size=False, datasets=0):
+    """Solve the DMFT of the two-layer network.  Returns a :class:`dmft.solvers.result.SolverResult`.
+
+    Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
+    ``dim`` is D, which only seeds the teacher spike s(0) = 1/D; time is tau = eta t / D on a
+    uniform grid of step ``dt`` up to ``t_max``.  ``samples`` antithetic readout-mean noise
+    paths per teacher-field node (``nodes`` Gauss-Legendre nodes of |u| <= ``u_max``).
+
+    method="sweep" (default): one causal pass (exact given the samples), followed by one
+    application of the fixed-point map to its kernels (``confirm``), whose residual is
+    reported as ``confirmation_residual`` (round-off level for a true solution).
+    method="iterate": damped / Anderson-accelerated fixed-point iteration from the frozen
+    network's kernels, on the same samples (``out``/``resume`` checkpoint every
+    ``checkpoint_every`` iterations).
+
+    Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
+    bulk C_z(t,t), mean_norm C_b(t,t), and their Monte-Carlo standard errors ``<name>_mc_err``:
+    the standard deviation of the same curve over ``replicas`` independent sampling seeds
+    (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
+    i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).  With finite_size the
+    curves are instead the mean over the sampling seeds and ``<name>_mc_err`` its standard error
+    (the bump field's sampling noise exceeds the networks' standard errors at D <= 400).  A seed that
+    diverges, or with finite_size whose train loss runs away (``train_loss_rise``), is left out:
+    ``sampling_seeds`` and ``excluded_sampling_seeds`` list them, and the message names them.
+    ``train_loss_batch_err`` is the cheaper within-run error of the train loss at fixed kernels.
+
+    finite_size=True adds the finite-D terms of ``docs/finite-size.md`` (spike-bulk cross
+    covariance, the teacher coordinate's own memory); the observables then include
+    ``spike_bulk_cross`` = |P_perp A A^T bhat|^2 / D^2.  Off: the D -> inf DMFT, unchanged.
+    datasets=R > 0 also solves R "data-set replicas": the same sites reweighted by
+    Multinomial(P, w)/P with P = round(ratio * dim) (a training set of P points drawn from the
+    sites' population; control variate off so that the whole finite-P fluctuation is kept).
+    Their spread is the data-set-to-data-set spread of networks trained at this D: observables
+    ``<name>_dataset_mean``, ``_dataset_sd``, ``_dataset_q16``, ``_dataset_q84`` for train_loss,
+    test_loss, spike and log_spike, and the per-replica crossing times ``t_train_datasets``,
+    ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
+    """
+    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
+    check_choice("method", method, ("sweep", "iterate"))
+    replicas = check_int("replicas", replicas, 1, 100)
+    opts = TwoLayerDMFT(dim=dim, dt=dt, t_max=t_max, nodes=nodes, samples=64 if samples is None else samples,
+                        u_max=u_max, seed=seed, finite_size=finite_size)
+    datasets = check_int("datasets", datasets, 0, 1000)
+    problem = TwoLayerProblem(model, opts)
+    fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
+                                   checkpoint_every=checkpoint_every)
+    if method == "sweep" and resume:
+        stored = read_result(out, problem.kind)
+        _check_same_parameters(stored.parameters, problem.parameters(), out)
+        return stored
+    if method == "iterate":
+        # the iteration has its own bar (over iterations); the ensembles below get theirs
+        result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
+        passes = (replicas - 1) + (datasets if result.success else 0)
+        bar = _Progress(passes * problem.T1, progress)
+    else:
+        passes = 1 + int(confirm) + (replicas - 1) + datasets
+        bar = _Progress(passes * problem.T1, progress)
+        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report)
+        # the readouts are in result.observables: keep only the pass's per-site curves, so that the
+        # replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
+        problem.last_pass = problem.readout_pass()
+    after_driver = time.perf_counter()
+    try:
+        result.observables.update(_extra(problem))
+        if method == "sweep":
+            _warn_on_rise(result, opts)
+        if result.success or method == "iterate":
+            _replica_errors(result, model, opts, replicas, progress=bar.report)
+        if datasets and result.success:
+            result.observables.update(dataset_ensemble(model, opts, datasets, progress=bar.report))
+    finally:
+        bar.close()
+    # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
+    result.wall_time += time.perf_counter() - after_driver
+    if out is not None and (method == "sweep" or replicas > 1):
+        write_result(out, result)
+    return result
+
+
+def _warn_on_rise(result, opts):
+    """Warn (and say in the message) when the train loss of a swept solution rises (train_loss_rise)."""
+    rise = readouts.train_loss_rise(result.observables["tau"], result.observables["train_loss"])
+    if rise is None:
+        return
+    warning = (f"warning: the train loss rose from its minimum at tau = {rise['from_tau']:.4g} for "
+               f"{RISE_STEPS} steps in a row, by {100 * rise['relative_rise']:.2g} % at tau = {rise['tau']:.4g}; "
+               "gradient descent raises it only above the edge of stability (lower --dt to check)"
+               + ("; with --finite-size a long rise is an unstable solution of the finite-size terms "
+                  "(docs/finite-size.md, section 5c): compare another --seed" if opts.finite_size else ""))
+    result.message = f"{result.message}; {warning}"
+    warnings.warn(warning, RuntimeWarning, stacklevel=3)
+
+
+class _Progress:
+    """One tqdm bar over the rows of every pass of a solve, labelled with the pass it is in."""
+
+    def __init__(self, total_rows: int, enabled: bool):
+        self.stage = None
+        self.bar = None
+        if enabled and total_rows > 0:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_rows, desc="dmft sweep", unit="step", leave=False)
+
+    def report(self, stage: str, t: int) -> None:
+        if self.bar is None:
+            return
+        if stage != self.stage:
+            self.stage = stage
+            self.bar.set_description(f"dmft {stage}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
+    diff = [f"{k}: file {stored.get(k)!r}, requested {v!r}" for k, v in wanted.items() if stored.get(k) != v]
+    if diff:
+        raise ParameterError(f"invalid resume: {path} holds a run with other parameters ({'; '.join(diff)}); "
+                             "allowed is resuming with the same parameters")
+
+
+def _extra(problem):
+    """Constant diagnostics stored beside the observables."""
+    return {"dropped_u_mass": np.array(problem.dropped_mass)}

@@ -1,0 +1,81 @@
+"""The typed state of one pass of the two-layer DMFT over t = 0..T (:meth:`TwoLayerProblem._run`)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+#: the data-side averages of a pass, each (T+1) x (T+1): the weight side's drives
+AVERAGE_NAMES = ("Rhat_z", "Rhat_par", "N_z", "N_par", "N_b", "Rhat_b")
+#: finite_size adds the cross direction's response drive and covariance
+CROSS_AVERAGE_NAMES = ("Rhat_q", "C_q")
+
+
+@dataclasses.dataclass
+class SweepState:
+    """Per-site state (B sites, T1 = T + 1 times) and data-side averages of one pass.
+
+    Shapes: (B, T1, T1) for the per-site matrices, (B, T1) for the per-site paths, (T1, T1) for
+    Cholesky factors and averages.  The finite-size fields are size-one placeholders when the pass
+    has no finite-size terms (the data-side kernel takes them as arguments either way), and
+    ``bump2`` is None.  Item access (``state["Delta"]``) reads a field.
+    """
+
+    Gam: np.ndarray  # resolvent Gamma of each site's neuron field, rows <= t
+    dDelta: np.ndarray  # tangent d Delta / d xi_b
+    dEll: np.ndarray  # tangent d ell_b / d xi_b
+    m: np.ndarray  # readout-mean field m(t)
+    Delta: np.ndarray  # residual Delta(t) (NaN after a divergence)
+    ell: np.ndarray  # ell_b(t) = Delta (gamma + kappa m)
+    chol: np.ndarray  # causal Cholesky factor of C_b
+    phi: list  # the three weight-side families' Euler memories (propagate_row)
+    trace_drive: np.ndarray  # E[Delta(t) V(t,t)], the data side of the trace sum rule
+    avg: dict  # AVERAGE_NAMES (+ CROSS_AVERAGE_NAMES) -> (T1, T1)
+    train_cv: np.ndarray  # the control variate's correction of the train loss
+    react: np.ndarray  # the other points' reaction residual per site (zero without finite_size)
+    # finite-size terms (docs/finite-size.md)
+    chi: np.ndarray  # cavity field of the cross direction, chi ~ GP(0, C_q)
+    p_spk: np.ndarray  # Gc phi per site
+    c_spk: np.ndarray  # Gc chi per site
+    chol_q: np.ndarray  # causal Cholesky factor of C_q
+    Gamc: np.ndarray  # spike-cavity resolvent
+    dDv: np.ndarray  # v-source tangent pair
+    dEv: np.ndarray
+    Vfull: np.ndarray  # full covariance V per site
+    Czs: np.ndarray  # the site's bulk covariance C_z + zeta
+    R_q: np.ndarray | None = None
+    Phi_q: np.ndarray | None = None
+    Wq: np.ndarray | None = None  # the cross direction's weights per site
+    zero: np.ndarray | None = None
+    C_scratch: np.ndarray | None = None
+    bump: np.ndarray | None = None  # the bump field per site
+    bump2: np.ndarray | None = None  # E[b(t,t)^2] over the sites (bump_test_correction)
+
+    @classmethod
+    def empty(cls, B: int, T1: int, finite_size: bool) -> "SweepState":
+        def z(*shape):
+            return np.zeros(shape)
+
+        avg = {k: z(T1, T1) for k in AVERAGE_NAMES}
+        common = dict(Gam=z(B, T1, T1), dDelta=z(B, T1, T1), dEll=z(B, T1, T1), m=z(B, T1),
+                      Delta=np.full((B, T1), np.nan), ell=z(B, T1), chol=z(T1, T1), phi=[z(T1) for _ in range(3)],
+                      trace_drive=z(T1), avg=avg, train_cv=z(T1), react=z(B, T1))
+        if not finite_size:
+            return cls(**common, chi=z(1, 1), p_spk=z(1, 1), c_spk=z(1, 1), chol_q=z(1, 1), Gamc=z(1, 1, 1),
+                       dDv=z(1, 1, 1), dEv=z(1, 1, 1), Vfull=z(1, 1, 1), Czs=z(1, 1, 1))
+        avg.update({k: z(T1, T1) for k in CROSS_AVERAGE_NAMES})
+        return cls(**common, chi=z(B, T1), p_spk=z(B, T1), c_spk=z(B, T1), chol_q=z(T1, T1), Gamc=z(B, T1, T1),
+                   dDv=z(B, T1, T1), dEv=z(B, T1, T1), Vfull=z(B, T1, T1), Czs=z(B, T1, T1),
+                   R_q=z(T1, T1), Phi_q=z(T1), Wq=z(B, T1), zero=z(T1, T1), C_scratch=z(T1, T1),
+                   bump=z(B, T1), bump2=z(T1))
+
+    def readouts(self) -> "SweepState":
+        """The same pass without its (sites x T x T) matrices (None): what the readouts use."""
+        return dataclasses.replace(self, **{f.name: None for f in dataclasses.fields(self)
+                                            if np.ndim(getattr(self, f.name)) == 3})
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+    def __contains__(self, name: str) -> bool:
+        return getattr(self, name, None) is not None
