@@ -233,7 +233,7 @@ def info(file):
               help="Plot files whose alpha, ratio, eps, noise or dt differ (otherwise refused, naming them).")
 @click.option("--marks", is_flag=True, help="Mark where each loss first falls below half its initial value.")
 @click.option("--title", default=None, help="Figure title (default: the shared parameters).")
-@click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
 @click.option("--plain-mean", is_flag=True,
               help="Draw simulations as the plain seed mean +- sd/sqrt(seeds) instead of the mean over training "
                    "sets with the m4 control variate (the default for 4 or more seeds; label 'm4 CV').")
@@ -378,7 +378,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
               help="Fix a further swept parameter (e.g. eps=0.02); repeatable.")
 @click.option("--x", "x_axis", default="alpha", show_default=True, help="Swept parameter on the horizontal axis.")
 @click.option("--y", "y_axis", default="ratio", show_default=True, help="Swept parameter on the vertical axis.")
-@click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
 @_usage_errors
 def phase(sweepdir, out, where, x_axis, y_axis, dpi):
     """Heat map of the grokking delay t_test / t_train (dimensionless; times in tau = eta t / D)
