@@ -168,7 +168,7 @@ def _curve_table(obs, rows=10):
         lines.append(f"  spread over {len(t_test)} training sets: max sd of the test loss "
                      f"{np.nanmax(obs['test_loss_dataset_sd']):.3g}; test loss below half its start in "
                      f"{len(done)} of {len(t_test)}"
-                     + (f", at tau = {np.mean(done):.4g} +- {np.std(done, ddof=1) if len(done) > 1 else 0:.2g}"
+                     + (f", at τ = {np.mean(done):.4g} ± {np.std(done, ddof=1) if len(done) > 1 else 0:.2g} (sd)"
                         if len(done) else ""))
     if "dropped_u_mass" in obs:
         lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
@@ -192,7 +192,9 @@ def _curve_table(obs, rows=10):
 @click.option("--batch", type=int, default=None, help="Minibatch size B (1 <= B <= P); default full batch.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of independent networks/data sets.")
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed; seeds are seed, seed+1, ...")
-@click.option("--records", type=int, default=200, show_default=True, help="Points of the log-spaced tau grid.")
+@click.option("--records", type=int, default=200, show_default=True,
+              help="At most this many log-spaced record times (plus tau = 0): times that fall on the same whole "
+                   "step are stored once (200 at t-max 300, dt 0.2 stores 137); the summary says how many.")
 @click.option("--lazy-reference", is_flag=True,
               help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
@@ -359,10 +361,10 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
                f"{len(result.failed)} failed; index {result.index_path}")
     for p in result.points:
         d = p.get("derived") or {}
-        fmt = lambda v: "nan" if v is None else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v, none="never": none if v is None else f"{v:.4g}"  # noqa: E731
         params = " ".join(f"{k}={p['parameters'][k]:g}" for k in result.index["grid"])
         line = f"  {params:32s} {p['status']:12s}"
-        line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'))}"
+        line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'), 'none')}"
                  if d else f" {p.get('error')}")
         click.echo(line)
     if result.failed:

@@ -244,6 +244,21 @@ def test_save_load_round_trip_and_info(tmp_path):
     assert "train loss" in text and "test loss" in text and "lazy" in text
 
 
+def test_summary_labels_sd_and_se_says_never_and_counts_records():
+    """The summary names the seed sd as sd and gives SE = sd/sqrt(seeds); a loss that never halves
+    reads "never" (not nan); the record count is the stored one, with the merged duplicates named."""
+    r = simulate(alpha=1.0, ratio=2.0, dim=20, t_max=3.0, seeds=2, n_records=200)
+    text = r.summary()
+    assert "nan" not in text
+    sd = r.std["test_loss"][-1]
+    assert f"seed sd {sd:.2g}, SE = sd/√2 = {sd / np.sqrt(2):.2g}" in text
+    assert "never, up to τ = 3" in text  # the test loss does not halve by tau = 3 at alpha = 1
+    assert np.isnan(r.first_below("test_loss"))
+    n = len(r.tau)
+    assert n == 16  # 15 steps: tau = 0 and each step once
+    assert f"{n} records" in text and f"of 201 asked, {201 - n} fell on an already recorded whole step" in text
+
+
 def test_cli_simulate_end_to_end(tmp_path):
     from dmft.cli import main
 
