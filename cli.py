@@ -178,23 +178,31 @@ def _curve_table(obs, rows=10):
 
 # -------------------------------------------------------------------------- simulate
 @main.command()
-@click.option("--alpha", type=float, required=True, help="Output scale alpha > 0.")
-@click.option("--ratio", type=float, required=True, help="P/D (> 0).")
-@click.option("--eps", type=float, default=0.02, show_default=True, help="phi(h) = h + eps h^2/2, eps >= 0.")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Label-noise standard deviation (>= 0).")
-@click.option("--dim", type=int, default=100, show_default=True, help="Input dimension D.")
+@click.option("--alpha", type=float, required=True,
+              help="Output scale alpha > 0 (small = rich, large = lazy), as in solve.")
+@click.option("--ratio", type=float, required=True, help="P/D, training points per input dimension (> 0), as in solve.")
+@click.option("--eps", type=float, default=0.02, show_default=True,
+              help="Quadratic part of phi(h) = h + eps h^2/2 (>= 0), as in solve.")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Label-noise standard deviation (>= 0), as in solve.")
+@click.option("--dim", type=int, default=200, show_default=True,
+              help="Input dimension D, as in solve (a DMFT at D = --dim is the theory for these networks).")
 @click.option("--width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N (integer), or 'inf' for the exact infinite-width network (w_i = A w_i(0) + b).")
 @click.option("--dt", type=float, default=None,
-              help="Step h in tau per full-batch step (eta = h D).  Give either --dt or --eta; default --dt 0.2.")
+              help="Time step h in tau per full-batch step (eta = h D), as in solve.  Give either --dt or --eta; "
+                   "default --dt 0.2, as in solve.")
 @click.option("--eta", type=float, default=None, help="Learning-rate scale eta (lr = eta N / alpha^2); eta = 1 is the paper's.")
-@click.option("--t-max", type=float, default=300.0, show_default=True, help="Final time in tau.")
+@click.option("--t-max", type=float, default=12.0, show_default=True,
+              help="Final time in tau, as in solve.  Grokking at alpha >= 1 takes longer: e.g. --t-max 300.")
 @click.option("--batch", type=int, default=None, help="Minibatch size B (1 <= B <= P); default full batch.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of independent networks/data sets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed; seeds are seed, seed+1, ...")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="First seed; the networks are seeds seed, seed+1, ... (each its own data set and initial "
+                   "weights).  In solve, --seed seeds the DMFT's Monte-Carlo sampling instead.")
 @click.option("--records", type=int, default=200, show_default=True,
               help="At most this many log-spaced record times (plus tau = 0): times that fall on the same whole "
-                   "step are stored once (200 at t-max 300, dt 0.2 stores 137); the summary says how many.")
+                   "step are stored once (200 at t-max 300, dt 0.2 stores 137 of 201); the summary says how many.")
 @click.option("--lazy-reference", is_flag=True,
               help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
@@ -322,7 +330,8 @@ def _float_list(ctx, param, value):
               help="Independent sampling replicas per solve for the Monte-Carlo errors (1: none, half the cost).")
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
               help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max.")
-@click.option("--sim-dim", type=int, default=100, show_default=True, help="Input dimension D of the simulations.")
+@click.option("--sim-dim", type=int, default=200, show_default=True,
+              help="Input dimension D of the simulations (default: the same as --dim's default and simulate's).")
 @click.option("--sim-width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N of the simulations (integer), or 'inf' (exact infinite width).")
 @click.option("--fraction", type=float, default=0.5, show_default=True,

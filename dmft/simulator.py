@@ -783,7 +783,7 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
     return out, problem, diverged_at
 
 
-def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=100, width=math.inf, dt=None, eta=None, t_max=300.0,
+def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None, eta=None, t_max=12.0,
              batch=None, seeds=1, seed=0, n_records=200, record_tau=None, lazy_reference=False,
              progress=False) -> SimulationResult:
     """Train ``seeds`` independent networks (each on its own data set) and record the observables.

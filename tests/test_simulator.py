@@ -244,6 +244,26 @@ def test_save_load_round_trip_and_info(tmp_path):
     assert "train loss" in text and "test loss" in text and "lazy" in text
 
 
+def test_solve_and_simulate_share_names_and_defaults():
+    """The quantities both commands take have the same option names and the same defaults."""
+    from dmft.cli import solve as solve_cmd
+    from dmft.cli import simulate as simulate_cmd
+
+    solve_opts = {p.name: p for p in solve_cmd.params}
+    sim_opts = {p.name: p for p in simulate_cmd.params}
+    for name in ("alpha", "ratio", "eps", "noise", "dim", "t_max", "seed"):
+        assert name in solve_opts and name in sim_opts, name
+    for name in ("eps", "noise", "dim", "seed"):
+        assert solve_opts[name].default == sim_opts[name].default, name
+    assert sim_opts["t_max"].default == 12.0  # solve: None, meaning 12 for the two-layer model
+    assert "Default: 12 (two-layer)" in solve_opts["t_max"].help
+    assert solve_opts["dt"].default == 0.2 and "default --dt 0.2" in sim_opts["dt"].help
+    import inspect
+
+    sig = inspect.signature(simulate)
+    assert sig.parameters["dim"].default == 200 and sig.parameters["t_max"].default == 12.0
+
+
 def test_summary_labels_sd_and_se_says_never_and_counts_records():
     """The summary names the seed sd as sd and gives SE = sd/sqrt(seeds); a loss that never halves
     reads "never" (not nan); the record count is the stored one, with the merged duplicates named."""
