@@ -501,8 +501,8 @@ class SimulationResult:
             spread = (f"seed sd {sd:.2g}, SE = sd/√{n_seeds} = {sd / math.sqrt(n_seeds):.2g}" if n_seeds > 1
                       else "1 seed, no error bar")
             lines.append(f"  final {name.replace('_', ' ')}: {mean:.6g}   ({spread}; "
-                         f"initial {self.observables[name][0]:.6g}; first below half of it at "
-                         + (f"τ = {t_half:g})" if math.isfinite(t_half) else f"τ: never, up to τ = {self.tau[-1]:g})"))
+                         f"initial {self.observables[name][0]:.6g}; first below half of it: "
+                         + (f"τ = {t_half:g})" if math.isfinite(t_half) else f"never, up to τ = {self.tau[-1]:g})"))
         if self.data_moments is not None and next(iter(self.per_seed.values())).shape[0] >= 4:
             cv = {name: self.seed_mean(name) for name in ("train_loss", "test_loss")}
             lines.append("  final, mean over training sets with the m4 control variate (seed_mean): "

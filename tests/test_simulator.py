@@ -272,7 +272,7 @@ def test_summary_labels_sd_and_se_says_never_and_counts_records():
     assert "nan" not in text
     sd = r.std["test_loss"][-1]
     assert f"seed sd {sd:.2g}, SE = sd/√2 = {sd / np.sqrt(2):.2g}" in text
-    assert "never, up to τ = 3" in text  # the test loss does not halve by tau = 3 at alpha = 1
+    assert "first below half of it: never, up to τ = 3" in text  # the test loss does not halve by tau = 3 at alpha = 1
     assert np.isnan(r.first_below("test_loss"))
     n = len(r.tau)
     assert n == 16  # 15 steps: tau = 0 and each step once
