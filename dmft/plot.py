@@ -354,6 +354,8 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                            alpha=0.7, label=f"lazy/NTK, same data{which}: {words[name]}")
                     line.set_gid(f"lazy:{j}:{name}")
 
+    from matplotlib.ticker import NullFormatter
+
     below = dict(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), framealpha=0.8)  # clear of the data
     ax_loss.set_xscale("log")
     ax_loss.set_xlabel("τ = η t / D")
@@ -372,6 +374,8 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
         else:
             ax.text(0.5, 0.5, f"no {ylabel.split(' =')[0]} in these files", ha="center", va="center",
                     transform=ax.transAxes)
+    for ax in (ax_loss, ax_ord, ax_ntk):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a short tau range otherwise labels every minor tick
     head = title if title is not None else _param_text(records[0].parameters, common)
     if head:
         fig.suptitle(head + ("   (forced: parameters differ)" if differing else ""), fontsize=10)
