@@ -168,7 +168,7 @@ def _curve_table(obs, rows=10):
         lines.append(f"  spread over {len(t_test)} training sets: max sd of the test loss "
                      f"{np.nanmax(obs['test_loss_dataset_sd']):.3g}; test loss below half its start in "
                      f"{len(done)} of {len(t_test)}"
-                     + (f", at tau = {np.mean(done):.4g} +- {np.std(done, ddof=1) if len(done) > 1 else 0:.2g}"
+                     + (f", at τ = {np.mean(done):.4g} ± {np.std(done, ddof=1) if len(done) > 1 else 0:.2g} (sd)"
                         if len(done) else ""))
     if "dropped_u_mass" in obs:
         lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
@@ -178,21 +178,31 @@ def _curve_table(obs, rows=10):
 
 # -------------------------------------------------------------------------- simulate
 @main.command()
-@click.option("--alpha", type=float, required=True, help="Output scale alpha > 0.")
-@click.option("--ratio", type=float, required=True, help="P/D (> 0).")
-@click.option("--eps", type=float, default=0.02, show_default=True, help="phi(h) = h + eps h^2/2, eps >= 0.")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Label-noise standard deviation (>= 0).")
-@click.option("--dim", type=int, default=100, show_default=True, help="Input dimension D.")
+@click.option("--alpha", type=float, required=True,
+              help="Output scale alpha > 0 (small = rich, large = lazy), as in solve.")
+@click.option("--ratio", type=float, required=True, help="P/D, training points per input dimension (> 0), as in solve.")
+@click.option("--eps", type=float, default=0.02, show_default=True,
+              help="Quadratic part of phi(h) = h + eps h^2/2 (>= 0), as in solve.")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Label-noise standard deviation (>= 0), as in solve.")
+@click.option("--dim", type=int, default=200, show_default=True,
+              help="Input dimension D, as in solve (a DMFT at D = --dim is the theory for these networks).")
 @click.option("--width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N (integer), or 'inf' for the exact infinite-width network (w_i = A w_i(0) + b).")
 @click.option("--dt", type=float, default=None,
-              help="Step h in tau per full-batch step (eta = h D).  Give either --dt or --eta; default --dt 0.2.")
+              help="Time step h in tau per full-batch step (eta = h D), as in solve.  Give either --dt or --eta; "
+                   "default --dt 0.2, as in solve.")
 @click.option("--eta", type=float, default=None, help="Learning-rate scale eta (lr = eta N / alpha^2); eta = 1 is the paper's.")
-@click.option("--t-max", type=float, default=300.0, show_default=True, help="Final time in tau.")
+@click.option("--t-max", type=float, default=12.0, show_default=True,
+              help="Final time in tau, as in solve.  Grokking at alpha >= 1 takes longer: e.g. --t-max 300.")
 @click.option("--batch", type=int, default=None, help="Minibatch size B (1 <= B <= P); default full batch.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Number of independent networks/data sets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed; seeds are seed, seed+1, ...")
-@click.option("--records", type=int, default=200, show_default=True, help="Points of the log-spaced tau grid.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="First seed; the networks are seeds seed, seed+1, ... (each its own data set and initial "
+                   "weights).  In solve, --seed seeds the DMFT's Monte-Carlo sampling instead.")
+@click.option("--records", type=int, default=200, show_default=True,
+              help="At most this many log-spaced record times (plus tau = 0): times that fall on the same whole "
+                   "step are stored once (200 at t-max 300, dt 0.2 stores 137 of 201); the summary says how many.")
 @click.option("--lazy-reference", is_flag=True,
               help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
@@ -233,7 +243,7 @@ def info(file):
               help="Plot files whose alpha, ratio, eps, noise or dt differ (otherwise refused, naming them).")
 @click.option("--marks", is_flag=True, help="Mark where each loss first falls below half its initial value.")
 @click.option("--title", default=None, help="Figure title (default: the shared parameters).")
-@click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
 @click.option("--plain-mean", is_flag=True,
               help="Draw simulations as the plain seed mean +- sd/sqrt(seeds) instead of the mean over training "
                    "sets with the m4 control variate (the default for 4 or more seeds; label 'm4 CV').")
@@ -320,7 +330,8 @@ def _float_list(ctx, param, value):
               help="Independent sampling replicas per solve for the Monte-Carlo errors (1: none, half the cost).")
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
               help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max.")
-@click.option("--sim-dim", type=int, default=100, show_default=True, help="Input dimension D of the simulations.")
+@click.option("--sim-dim", type=int, default=200, show_default=True,
+              help="Input dimension D of the simulations (default: the same as --dim's default and simulate's).")
 @click.option("--sim-width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N of the simulations (integer), or 'inf' (exact infinite width).")
 @click.option("--fraction", type=float, default=0.5, show_default=True,
@@ -359,10 +370,10 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
                f"{len(result.failed)} failed; index {result.index_path}")
     for p in result.points:
         d = p.get("derived") or {}
-        fmt = lambda v: "nan" if v is None else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v, none="never": none if v is None else f"{v:.4g}"  # noqa: E731
         params = " ".join(f"{k}={p['parameters'][k]:g}" for k in result.index["grid"])
         line = f"  {params:32s} {p['status']:12s}"
-        line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'))}"
+        line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'), 'none')}"
                  if d else f" {p.get('error')}")
         click.echo(line)
     if result.failed:
@@ -378,7 +389,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
               help="Fix a further swept parameter (e.g. eps=0.02); repeatable.")
 @click.option("--x", "x_axis", default="alpha", show_default=True, help="Swept parameter on the horizontal axis.")
 @click.option("--y", "y_axis", default="ratio", show_default=True, help="Swept parameter on the vertical axis.")
-@click.option("--dpi", type=int, default=90, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
 @_usage_errors
 def phase(sweepdir, out, where, x_axis, y_axis, dpi):
     """Heat map of the grokking delay t_test / t_train (dimensionless; times in tau = eta t / D)

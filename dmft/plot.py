@@ -6,13 +6,15 @@ How :func:`compare` draws (time is tau = eta t / D on a log axis, so records at 
 drawn; everything else is plotted exactly as stored):
 
 * left panel, train loss (blue) and test loss (red):
-  DMFT files as lines, with a band of +-1 Monte-Carlo standard error where the file stores one
+  DMFT files as lines, with a band of ±1 Monte-Carlo standard error where the file stores one
   (``<name>_mc_err``, the spread over sampling replicas, else ``<name>_batch_err``);
   simulation files as markers with error bars of the seed standard error ``std / sqrt(seeds)``
   (all records are in the line; markers and bars are drawn at about 40 log-spaced records);
   the lazy (NTK kernel-flow) reference of simulation files (``/lazy_reference``) dashed;
-* right panel, order parameters on a log axis: the teacher spike s = C_par/D (green; DMFT line,
-  simulation markers) and, for simulations, the NTK-label alignment y^T K y / (|K|_F |y|^2) (purple).
+* middle panel, on a log axis: the teacher spike s = C_par/D (green; DMFT line, simulation markers);
+* right panel, on a log axis: for simulations, the NTK-label alignment y^T K y / (|K|_F |y|^2) (purple).
+
+Each panel has one quantity on its y-axis and its legend below the axes, clear of the data.
 
 Every artist carries a ``gid`` ``"<role>:<i>:<observable>"`` (role ``dmft``, ``sim``, ``lazy``,
 ``band``; i the index of the file in its role) so that tests and scripts can find it.
@@ -236,9 +238,9 @@ def _marker_indices(tau: np.ndarray, n: int = _N_MARKERS) -> np.ndarray:
 
 
 def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool = False, *,
-            fraction_marks: bool = False, figsize=(11.0, 4.3), title: str | None = None,
+            fraction_marks: bool = False, figsize=(13.0, 5.6), title: str | None = None,
             control_variate: bool = True):
-    """DMFT against simulations: train/test loss (left) and order parameters (right) vs tau.
+    """DMFT against simulations: train/test loss, teacher spike and NTK alignment vs tau.
 
     Parameters
     ----------
@@ -252,9 +254,9 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
         the mean over training sets, with its standard error (see :func:`load_curves`); False: the
         plain seed mean and sd / sqrt(seeds).  The label says which.
     A DMFT result solved with ``datasets=R`` also gets its training-set band (16-84%), and the
-    simulations then get their seed-to-seed spread (mean +- sd) beside it.
+    simulations then get their seed-to-seed spread (mean ± sd) beside it.
     Returns the :class:`matplotlib.figure.Figure` (axes: ``fig.axes[0]`` losses, ``fig.axes[1]``
-    order parameters).  Raises :class:`ParameterMismatchError` for incompatible files.
+    the spike s, ``fig.axes[2]`` the NTK alignment).  Raises :class:`ParameterMismatchError` for incompatible files.
     """
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
 
@@ -272,7 +274,7 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
     differing = list(diff)
 
     fig = Figure(figsize=figsize, layout="constrained")
-    ax_loss, ax_ord = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1.0]})
+    ax_loss, ax_ord, ax_ntk = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1.0, 1.0]})
     dmft = [r for r in records if r.role == "dmft"]
     sims = [r for r in records if r.role == "sim"]
     colors = {"train_loss": "C0", "test_loss": "C3"}
@@ -326,7 +328,7 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
         label = _label(rec, differing)
         for ax, name, color, what in ((ax_loss, "train_loss", "C0", "train"), (ax_loss, "test_loss", "C3", "test"),
                                       (ax_ord, "spike", "C2", "spike s"),
-                                      (ax_ord, "ntk_alignment", "C4", "NTK alignment")):
+                                      (ax_ntk, "ntk_alignment", "C4", "NTK alignment")):
             if name not in rec.observables:
                 continue
             y = rec.observables[name][pos]
@@ -336,7 +338,7 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                markevery=marks, errorevery=mask, capsize=0, label=f"{label}: {what}")
             cont.lines[0].set_gid(f"sim:{j}:{name}")
             if spread and name in rec.spread and name in ("train_loss", "test_loss"):
-                # beside a DMFT training-set band: the networks' seed-to-seed spread, mean +- sd
+                # beside a DMFT training-set band: the networks' seed-to-seed spread, mean ± sd
                 # (the error bars are the standard error of the mean)
                 sd = rec.spread[name][pos]
                 band = ax.fill_between(rec.tau[pos], y - sd, y + sd, color=color, alpha=0.08, lw=0,
@@ -352,21 +354,28 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                            alpha=0.7, label=f"lazy/NTK, same data{which}: {words[name]}")
                     line.set_gid(f"lazy:{j}:{name}")
 
+    from matplotlib.ticker import NullFormatter
+
+    below = dict(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), framealpha=0.8)  # clear of the data
     ax_loss.set_xscale("log")
     ax_loss.set_xlabel("τ = η t / D")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("train and test loss")
-    ax_loss.legend(fontsize=7, loc="best", framealpha=0.8)
-    ax_ord.set_xscale("log")
-    ax_ord.set_xlabel("τ = η t / D")
-    if ax_ord.lines:
-        ax_ord.set_yscale("log")
-        ax_ord.set_title("order parameters")
-        ax_ord.legend(fontsize=7, loc="best", framealpha=0.8)
-    else:
-        ax_ord.text(0.5, 0.5, "no order parameters in these files", ha="center", va="center",
-                    transform=ax_ord.transAxes)
-    ax_ord.set_ylabel("spike s = C∥/D;  NTK alignment")
+    ax_loss.legend(**below)
+    for ax, ylabel, title_text in ((ax_ord, "spike s = C∥/D", "teacher spike"),
+                                   (ax_ntk, "NTK alignment", "NTK alignment")):
+        ax.set_xscale("log")
+        ax.set_xlabel("τ = η t / D")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title_text)
+        if ax.lines:
+            ax.set_yscale("log")
+            ax.legend(**below)
+        else:
+            ax.text(0.5, 0.5, f"no {ylabel.split(' =')[0]} in these files", ha="center", va="center",
+                    transform=ax.transAxes)
+    for ax in (ax_loss, ax_ord, ax_ntk):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a short tau range otherwise labels every minor tick
     head = title if title is not None else _param_text(records[0].parameters, common)
     if head:
         fig.suptitle(head + ("   (forced: parameters differ)" if differing else ""), fontsize=10)
@@ -381,7 +390,7 @@ def _mark_crossing(ax, tau, y, color):
         ax.axvline(t, color=color, lw=0.6, ls=":", alpha=0.8)
 
 
-def save_figure(fig, path, dpi: int = 90) -> Path:
+def save_figure(fig, path, dpi: int = 150) -> Path:
     """Write ``fig`` as PNG or PDF, chosen by the extension of ``path``."""
     path = Path(path)
     ext = path.suffix.lower()

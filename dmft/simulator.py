@@ -78,8 +78,9 @@ tau = 10-40).  :meth:`SimulationResult.seed_mean` uses m_4 as a control variate 
 the regression estimator of E over training sets, with a standard error up to 5x smaller than
 the plain seed mean's (docs/finite-size.md, section 6).
 
-Records: tau = 0 plus ``n_records`` log-spaced times between one step and t_max, snapped to whole
-steps (duplicates removed), or exactly the times ``record_tau`` (each snapped to the nearest whole
+Records: tau = 0 plus at most ``n_records`` log-spaced times between one step and t_max, snapped to
+whole steps; times that snap to the same step are stored once, so short runs store fewer (for
+example 137 of 201 at n_records = 200, 1500 steps), and the summary says how many, or exactly the times ``record_tau`` (each snapped to the nearest whole
 step; the returned ``tau`` holds the exact step times, in the given order and length).
 
 Seeds: run k (k = 0 .. seeds-1) uses ``np.random.SeedSequence(seed + k)`` spawned into three streams:
@@ -487,17 +488,27 @@ class SimulationResult:
             f"  {engine}; {batch}; dt={p['dt']:g} (eta={p['eta']:g}), {p['n_steps']} steps to tau={self.tau[-1]:g}; "
             f"seeds {p['seed']}..{p['seed'] + p['seeds'] - 1}",
         ]
+        n_seeds = int(p["seeds"])
+        asked = p.get("n_records")
+        records = f"  {len(self.tau)} records (tau = 0 plus log-spaced times"
+        if asked is not None and p.get("record_grid", "log") == "log" and len(self.tau) < int(asked) + 1:
+            records += (f"; of {int(asked) + 1} asked, {int(asked) + 1 - len(self.tau)} fell on an "
+                        "already recorded whole step")
+        lines.append(records + ")")
         for name in ("train_loss", "test_loss"):
             mean, sd = self.observables[name][-1], self.std[name][-1]
-            lines.append(f"  final {name.replace('_', ' ')}: {mean:.6g} ± {sd:.2g}   "
-                         f"(initial {self.observables[name][0]:.6g}; first below half of it at tau = "
-                         f"{self.first_below(name):g})")
+            t_half = self.first_below(name)
+            spread = (f"seed sd {sd:.2g}, SE = sd/√{n_seeds} = {sd / math.sqrt(n_seeds):.2g}" if n_seeds > 1
+                      else "1 seed, no error bar")
+            lines.append(f"  final {name.replace('_', ' ')}: {mean:.6g}   ({spread}; "
+                         f"initial {self.observables[name][0]:.6g}; first below half of it: "
+                         + (f"τ = {t_half:g})" if math.isfinite(t_half) else f"never, up to τ = {self.tau[-1]:g})"))
         if self.data_moments is not None and next(iter(self.per_seed.values())).shape[0] >= 4:
             cv = {name: self.seed_mean(name) for name in ("train_loss", "test_loss")}
             lines.append("  final, mean over training sets with the m4 control variate (seed_mean): "
                          + ", ".join(f"{name.replace('_', ' ')} {cv[name][0][-1]:.6g} ± {cv[name][1][-1]:.2g}"
                                      for name in cv)
-                         + " (± standard error)")
+                         + " (± its standard error)")
         if self.lazy is not None:
             lines.append(f"  lazy (NTK) reference, final: train loss {self.lazy['train_loss'][-1]:.6g}, "
                          f"test loss {self.lazy['test_loss'][-1]:.6g}")
@@ -772,7 +783,7 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
     return out, problem, diverged_at
 
 
-def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=100, width=math.inf, dt=None, eta=None, t_max=300.0,
+def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None, eta=None, t_max=12.0,
              batch=None, seeds=1, seed=0, n_records=200, record_tau=None, lazy_reference=False,
              progress=False) -> SimulationResult:
     """Train ``seeds`` independent networks (each on its own data set) and record the observables.
@@ -784,7 +795,8 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=100, width=math.inf, dt=None
     dt, eta : exactly one (default dt = 0.2): tau per full-batch step h, or eta = h D.
     t_max : final tau.   batch : minibatch size B (None = full batch), tau advances h B/P per step.
     seeds, seed : runs seed, seed+1, ..., seed+seeds-1.
-    n_records : points of the log-spaced record grid (plus tau = 0);  record_tau : explicit times instead.
+    n_records : at most this many log-spaced record times (plus tau = 0); times that fall on the same
+        whole step are stored once.   record_tau : explicit times instead.
     lazy_reference : also compute the NTK kernel-flow reference (:func:`dmft.lazy.kernel_flow`, the
         infinite-width initial NTK, whatever ``width``) on each data set: its Euler map with the same h
         for full batch, the continuous flow for minibatches.

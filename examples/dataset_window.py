@@ -12,11 +12,11 @@ What it computes
     and t_test, the first tau at which the train / test loss falls below half its initial
     value, and the delay t_test / t_train (:mod:`dmft.derived`); a test loss that never falls
     within the window gives the lower bound 150 / t_train.  Figure
-    ``examples/figures/dataset_window.png``: the loss curves, and t_train, t_test against P/D
+    ``out/figures/dataset_window.png`` (``--figures``: the committed ``examples/figures/dataset_window.png``): the loss curves, and t_train, t_test against P/D
     with the window; the table is printed.
 
 How to run (from the repository root)
-    python examples/dataset_window.py [--workers 2]
+    python examples/dataset_window.py [--workers 2] [--figures | --out-dir DIR]
 
 What it costs
     About 3 CPU-minutes on a quiet machine (12 nodes x 16 paths per solve, one sampling replica;
@@ -39,6 +39,7 @@ from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
 from _scan import plot_curves, rows_from_sweep  # noqa: E402
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 150.0
@@ -54,6 +55,7 @@ def points():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    add_output_options(ap)
     args = ap.parse_args()
     outdir = ROOT / "out" / "examples" / "dataset_window"
     res = sweep(points(), outdir, n_workers=args.workers, **FIXED)
@@ -100,9 +102,9 @@ def main():
     ax_t.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"two-layer DMFT: α = {FIXED['alpha']:g}, ε = {FIXED['eps']:g}, D = {FIXED['dim']}, "
                  f"τ ≤ {WINDOW:g}", fontsize=10)
-    path = ROOT / "examples" / "figures" / "dataset_window.png"
+    path = figure_path(args, "dataset_window.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 

@@ -1,4 +1,4 @@
-"""Grokking delay against the output scale alpha (rich <-> lazy), from DMFT solves only.
+"""Grokking delay against the output scale alpha (rich ↔ lazy), from DMFT solves only.
 
 What it computes
     The two-layer DMFT at P/D = 5.5, eps = 0.02, D = 200 (spike seed 1/D), no label noise, for
@@ -10,11 +10,11 @@ What it computes
     ``index.json`` in ``out/examples/delay_vs_alpha/``, so a second run only redraws).  From each
     solve: t_train and t_test, the first tau at which the train / test loss falls below half its
     initial value, and the delay t_test / t_train (:mod:`dmft.derived`).  Figure
-    ``examples/figures/delay_vs_alpha.png``: loss curves against tau / alpha, the two times
+    ``out/figures/delay_vs_alpha.png`` (``--figures``: the committed ``examples/figures/delay_vs_alpha.png``): loss curves against tau / alpha, the two times
     against alpha, and the delay; the table is printed.
 
 How to run (from the repository root)
-    python examples/delay_vs_alpha.py [--workers 2]
+    python examples/delay_vs_alpha.py [--workers 2] [--figures | --out-dir DIR]
 
 What it costs
     About 1 CPU-minute on a quiet machine (12 nodes x 16 paths per solve, one sampling replica;
@@ -37,6 +37,7 @@ from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
 from _scan import plot_curves, plot_times_and_delay, rows_from_sweep  # noqa: E402
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -51,6 +52,7 @@ def points():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    add_output_options(ap)
     args = ap.parse_args()
     outdir = ROOT / "out" / "examples" / "delay_vs_alpha"
     res = sweep(points(), outdir, n_workers=args.workers, **FIXED)
@@ -74,9 +76,9 @@ def main():
     plot_times_and_delay(ax_t, ax_d, rows, "α (output scale)", lambda a: 40 * a, "∝ α")
     fig.suptitle(f"two-layer DMFT: P/D = {FIXED['ratio']:g}, ε = {FIXED['eps']:g}, D = {FIXED['dim']}, "
                  "t_max = 120 α, dt = min(0.4, 0.4 α)", fontsize=10)
-    path = ROOT / "examples" / "figures" / "delay_vs_alpha.png"
+    path = figure_path(args, "delay_vs_alpha.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 

@@ -10,11 +10,11 @@ What it computes
     worker processes; files and ``index.json`` in ``out/examples/delay_vs_eps/``, so a second run
     only redraws).  From each solve: t_train and t_test, the first tau at which the train / test
     loss falls below half its initial value, and the delay t_test / t_train
-    (:mod:`dmft.derived`).  Figure ``examples/figures/delay_vs_eps.png``: loss curves against
+    (:mod:`dmft.derived`).  Figure ``out/figures/delay_vs_eps.png`` (``--figures``: the committed ``examples/figures/delay_vs_eps.png``): loss curves against
     eps tau, the two times against eps, and the delay; the table is printed.
 
 How to run (from the repository root)
-    python examples/delay_vs_eps.py [--workers 2]
+    python examples/delay_vs_eps.py [--workers 2] [--figures | --out-dir DIR]
 
 What it costs
     About 1 CPU-minute on a quiet machine (12 nodes x 16 paths per solve, one sampling replica;
@@ -38,6 +38,7 @@ from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
 from _scan import plot_curves, plot_times_and_delay, rows_from_sweep  # noqa: E402
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EPSILONS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -52,6 +53,7 @@ def points():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    add_output_options(ap)
     args = ap.parse_args()
     outdir = ROOT / "out" / "examples" / "delay_vs_eps"
     res = sweep(points(), outdir, n_workers=args.workers, **FIXED)
@@ -73,9 +75,9 @@ def main():
     plot_times_and_delay(ax_t, ax_d, rows, "ε", lambda e: 0.9 / e, "∝ 1/ε")
     fig.suptitle(f"two-layer DMFT: α = {FIXED['alpha']:g}, P/D = {FIXED['ratio']:g}, D = {FIXED['dim']}, "
                  "t_max = 2.4/ε, dt = min(0.4, 0.008/ε)", fontsize=10)
-    path = ROOT / "examples" / "figures" / "delay_vs_eps.png"
+    path = figure_path(args, "delay_vs_eps.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 

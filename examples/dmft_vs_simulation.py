@@ -1,15 +1,17 @@
 """DMFT against simulated networks: the three reference cases at D = 200, 400, 800.
 
-Computes, for each case (c3 lazy, c2 rich, c1 grokking; parameters below), the D -> inf
+Computes, for each case (c3 lazy, c2 rich, c1 grokking; parameters below), the D → ∞
 DMFT (causal sweep, several sampling seeds; D enters only through the spike seed 1/D) and
 the exact infinite-width network simulated at the same Euler step h (``dmft.simulate``,
 width = inf, seed-averaged), then tabulates the maximal deviation of train and test loss
-over time with the simulation's and the DMFT's standard errors, writes the table to
-``data/dmft_vs_simulation.json`` and one overlay figure per case to
-``examples/figures/dmft_vs_simulation_<case>.png``.
+over time with the simulation's and the DMFT's standard errors, writes the table
+``dmft_vs_simulation.json`` and one overlay figure per case, ``dmft_vs_simulation_<case>.png``,
+to ``out/figures/`` (``--out-dir DIR``: to DIR; ``--figures``: the committed
+``data/dmft_vs_simulation.json`` and ``examples/figures/``).
 
     python examples/dmft_vs_simulation.py            # about 20 CPU-minutes on 2 cores
     python examples/dmft_vs_simulation.py --quick    # D = 200 and 400 only, fewer seeds
+    python examples/dmft_vs_simulation.py --figures  # refresh the committed table and figures
 
 Set OPENBLAS_NUM_THREADS=1 on a shared 2-core machine (the simulator is BLAS-bound).
 """
@@ -31,6 +33,8 @@ import numpy as np  # noqa: E402
 from dmft.params import TwoLayerModel  # noqa: E402
 from dmft.simulator import simulate  # noqa: E402
 from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem  # noqa: E402
+
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {
@@ -60,15 +64,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cases", default="c3,c2,c1")
+    add_output_options(ap)
     args = ap.parse_args()
     dims = (200, 400) if args.quick else (200, 400, 800)
     table = {}
-    table_path = ROOT / "data" / "dmft_vs_simulation.json"
-    if table_path.exists():
-        table = json.loads(table_path.read_text())
+    committed = ROOT / "data" / "dmft_vs_simulation.json"
+    if committed.exists():  # rows of cases not rerun are kept
+        table = json.loads(committed.read_text())
+    table_file = table_path(args, "dmft_vs_simulation.json")
     for case in args.cases.split(","):
         c = CASES[case]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
         for k, dim in enumerate(dims):
             t0 = time.perf_counter()
             runs = dmft_runs(case, dim)
@@ -96,26 +102,25 @@ def main():
                 ax = axes[j]
                 ax.plot(tau[1:], theory[1:], color=color, lw=1.5, label=f"DMFT, D={dim}")
                 ax.fill_between(tau[1:], (sim_mean - sim_se)[1:], (sim_mean + sim_se)[1:], color=color, alpha=0.25)
-                ax.plot(tau[1:], sim_mean[1:], "o", ms=2.5, color=color, label=f"network, D={dim} ({seeds} seeds)")
+                ax.plot(tau[1:], sim_mean[1:], "o", ms=2.5, color=color, label=f"network, D={dim} ({seeds} seeds; band ± SE)")
             table.setdefault(case, {})[str(dim)] = row
             print(case, dim, json.dumps({n: {k2: round(v, 4) for k2, v in row[n].items()}
                                          for n in ("train_loss", "test_loss")}), f"dmft {t_dmft:.0f}s sim {t_sim:.0f}s",
                   flush=True)
         for j, name in enumerate(("train loss", "test loss")):
             axes[j].set_xscale("log")
-            axes[j].set_xlabel(r"$\tau = \eta t / D$")
+            axes[j].set_xlabel("τ = η t / D")
             axes[j].set_ylabel(name)
             if j == 0 and case != "c1":
                 axes[j].set_yscale("log")
-        axes[1].legend(fontsize=7)
-        fig.suptitle(f"{case} ({c['label']}): alpha={c['alpha']}, eps={c['eps']}, P/D={c['ratio']}, h={c['dt']}")
-        fig.tight_layout()
-        out = ROOT / "examples" / "figures" / f"dmft_vs_simulation_{case}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=90)
+        handles, labels = axes[1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(dims), fontsize=8)  # clear of the data
+        fig.suptitle(f"{case} ({c['label']}): α={c['alpha']}, ε={c['eps']}, P/D={c['ratio']}, h={c['dt']}")
+        out = figure_path(args, f"dmft_vs_simulation_{case}.png")
+        fig.savefig(out, dpi=DPI)
         plt.close(fig)
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-        table_path.write_text(json.dumps(table, indent=1))
+        print(f"wrote {out}")
+        table_file.write_text(json.dumps(table, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each case (c1: the reference grokking point alpha 1, eps 0.02; g2: alpha 2, 
 P/D = 5.5, Euler step h = 0.4) and each D, this compares the seed-mean train and test loss of the
 exact infinite-width network (``dmft.simulate``, width = inf, seeds 1000, 1001, ...) with
 
-* the D -> inf DMFT (``finite_size=False``; D enters only through the spike seed 1/D), and
+* the D → ∞ DMFT (``finite_size=False``; D enters only through the spike seed 1/D), and
 * the finite-size DMFT (``finite_size=True``, docs/finite-size.md),
 
 both averaged over ``DMFT_SEEDS`` sampling seeds of ``DMFT_NODES`` x ``DMFT_SAMPLES`` sites, and tabulates the
@@ -12,10 +12,13 @@ largest deviation over time, also in units of the simulation's standard error.  
 train loss runs away (``train_loss_rise``, docs/finite-size.md section 5c) is left out of the mean and listed under
 ``excluded_seeds``; the two halves of the runs are also compared with each other (``halves``).  At D = 200 it also runs ``DATASETS`` training-set
 replicas (``dmft.two_layer.dataset_ensemble``) and compares their spread with the seed-to-seed
-spread of the networks.  Writes ``data/finite_size.json`` and ``examples/figures/finite_size_<case>.png``.
+spread of the networks.  Writes ``finite_size.json`` and ``finite_size_<case>.png`` to ``out/figures/``
+(``--out-dir DIR``: to DIR; ``--figures``: the committed ``data/finite_size.json`` and ``examples/figures/``).
+The figure has the training-set panels only when the replicas run (``--datasets`` > 0).
 
     python examples/finite_size.py              # DMFT runs ~170 min on 2 cores (16 seeds x 24 x 64 sites; fs 105 / 65 s per run for c1 / g2), plus the 64 replicas and any networks not cached
     python examples/finite_size.py --cases c1 --dims 200
+    python examples/finite_size.py --figures    # refresh the committed table and figures
 
 Simulations are cached as HDF5 under ``--sim-cache`` (default ``out/sims``): every file
 ``<case>_D<D>_s<seed>_n<count>.h5`` found there is used, and only missing seeds are simulated.
@@ -41,6 +44,8 @@ from dmft.agreement import max_deviation  # noqa: E402
 from dmft.params import TwoLayerModel  # noqa: E402
 from dmft.simulator import SimulationResult, control_variate_mean, simulate  # noqa: E402
 from dmft.two_layer import TwoLayerDMFT, TwoLayerProblem, dataset_ensemble, train_loss_rise  # noqa: E402
+
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {
@@ -264,6 +269,7 @@ def main():
                     help="training-set replicas at the first D (0: skip them and keep the stored entry)")
     ap.add_argument("--dmft-cache", default=str(ROOT / "out" / "dmft_runs"),
                     help="per-seed DMFT curves, reused while the solve's source files are unchanged ('' to disable)")
+    add_output_options(ap)
     args = ap.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     dmft_seeds = [int(n) for n in args.dmft_seeds.split(",")]
@@ -271,11 +277,18 @@ def main():
         dmft_seeds *= len(dims)
     if len(dmft_seeds) != len(dims) or min(dmft_seeds) < 2:
         ap.error(f"--dmft-seeds: one number >= 2, or one per --dims entry ({len(dims)}); got {args.dmft_seeds!r}")
-    table_path = ROOT / "data" / "finite_size.json"
-    table = json.loads(table_path.read_text()) if table_path.exists() else {}
+    committed = ROOT / "data" / "finite_size.json"
+    table = json.loads(committed.read_text()) if committed.exists() else {}  # entries not rerun are kept
+    table_file = table_path(args, "finite_size.json")
     for case in args.cases.split(","):
         c = CASES[case]
-        fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+        # the training-set panels exist only when the replicas run (--datasets > 0): no empty panels
+        if args.datasets > 0:
+            fig, axes = plt.subplots(2, 3, figsize=(15, 9), layout="constrained")
+            top, spread, ax_logs = axes[0], axes[1, :2], axes[1, 2]
+        else:
+            fig, axes = plt.subplots(2, 2, figsize=(11, 9), layout="constrained")
+            top, spread, ax_logs = [axes[0, 0], axes[0, 1], axes[1, 0]], None, axes[1, 1]
         table.setdefault(case, {"parameters": c})
         for k, dim in enumerate(dims):
             print(f"{case} D={dim}", flush=True)
@@ -287,9 +300,9 @@ def main():
             color = f"C{k}"
             sim_mean = {n: per_seed[n].mean(axis=0) for n in CURVES}
             sim_se = {n: per_seed[n].std(axis=0, ddof=1) / np.sqrt(per_seed[n].shape[0]) for n in CURVES}
-            for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
+            for ax, name in zip(top, ("train_loss", "test_loss", "spike_bulk_cross")):
                 ax.fill_between(tau_s, sim_mean[name] - 2 * sim_se[name], sim_mean[name] + 2 * sim_se[name],
-                                color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean +- 2 SE)")
+                                color=color, alpha=0.25, lw=0, label=f"networks D={dim} (mean ± 2 SE)")
             for finite in (False, True):
                 n_seeds = dmft_seeds[k] if finite else min(dmft_seeds[k], DINF_SEEDS)
                 tau_d, runs, kept, excluded, seconds = dmft_curves(case, dim, finite, n_seeds,
@@ -313,12 +326,12 @@ def main():
                 if finite:
                     entry[key]["readout_at_spike"] = readout_at_spike(tau_s, per_seed, tau_d, mean)
                 style = "-" if finite else ":"
-                for ax, name in zip(axes[0], ("train_loss", "test_loss", "spike_bulk_cross")):
+                for ax, name in zip(top, ("train_loss", "test_loss", "spike_bulk_cross")):
                     if name in mean:
                         ax.plot(tau_d, mean[name], style, color=color, lw=1.3,
-                                label=f"DMFT {'finite-size' if finite else 'D->inf'} D={dim}")
-                axes[1, 2].plot(tau_d, np.log(mean["spike"]), style, color=color, lw=1.0,
-                                label=f"DMFT {'finite-size' if finite else 'D->inf'} D={dim}")
+                                label=f"DMFT {'finite-size' if finite else 'D → ∞'}, D={dim}")
+                ax_logs.plot(tau_d, np.log(mean["spike"]), style, color=color, lw=1.0,
+                             label=f"DMFT {'finite-size' if finite else 'D → ∞'}, D={dim}")
                 entry[key]["log_spike_dev_at"] = {
                     f"{t:g}": float(np.log(mean["spike"][int(round(t / c["dt"]))])
                                     - np.log(per_seed["spike"][:, int(np.argmin(abs(tau_s - t)))]).mean())
@@ -353,7 +366,7 @@ def main():
                     "dataset_mean": {name: deviation(tau_s, per_seed, tau_d, {name: ens[name + "_dataset_mean"]}, name)
                                      for name in ("train_loss", "test_loss")},
                 }
-                ax = axes[1, 0]
+                ax = spread[0]
                 for j in range(per_seed["test_loss"].shape[0]):
                     ax.plot(tau_s, per_seed["test_loss"][j], color="0.7", lw=0.5)
                 ax.fill_between(tau_d, ens["test_loss_dataset_q16"], ens["test_loss_dataset_q84"], color="C3",
@@ -361,31 +374,33 @@ def main():
                 q16, q84 = np.percentile(per_seed["test_loss"], [16, 84], axis=0)
                 ax.plot(tau_s, q16, "k--", lw=1, label="networks 16-84%")
                 ax.plot(tau_s, q84, "k--", lw=1)
-                ax.set(xlabel="tau", ylabel="test loss", title=f"spread over training sets, D={dim}")
-                ax.legend(fontsize=7)
-                ax = axes[1, 1]
+                ax.set(xlabel="τ", ylabel="test loss", title=f"spread over training sets, D={dim}")
+                ax.legend(fontsize=7, loc="upper right")
+                ax = spread[1]
                 ax.plot(tau_d, ens["test_loss_dataset_sd"], "C3", label="DMFT training sets")
                 ax.plot(tau_s, per_seed["test_loss"].std(axis=0, ddof=1), "k--", label="networks (seed sd)")
-                ax.set(xlabel="tau", ylabel="sd of test loss", title=f"D={dim}")
-                ax.legend(fontsize=7)
+                ax.set(xlabel="τ", ylabel="sd of test loss", title=f"D={dim}")
+                ax.legend(fontsize=7, loc="upper right")
             idx = np.rint(tau_s / c["dt"]).astype(int)
-            axes[1, 2].plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), "o", color=color, ms=2,
-                            label=f"networks D={dim} (mean log s)")
+            ax_logs.plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), "o", color=color, ms=2,
+                         label=f"networks D={dim} (mean log s)")
             table[case][str(dim)] = entry
-        for ax, name in zip(axes[0], ("train loss", "test loss", "spike-bulk cross |P A A^T bhat|^2/D^2")):
-            ax.set(xlabel="tau", ylabel=name)
-        axes[0, 2].set_yscale("log")
-        axes[0, 2].set_ylim(1e-4, None)
-        axes[0, 0].legend(fontsize=6)
-        axes[1, 2].set(xlabel="tau", ylabel="log spike s")
-        axes[1, 2].legend(fontsize=7)
-        fig.suptitle(f"{case}: alpha={c['alpha']}, eps={c['eps']}, P/D={c['ratio']}, h={c['dt']}")
-        fig.tight_layout()
-        out = ROOT / "examples" / "figures" / f"finite_size_{case}.png"
-        fig.savefig(out, dpi=110)
+        for ax, name in zip(top, ("train loss", "test loss", "spike-bulk cross |P A Aᵀ β̂|²/D²")):
+            ax.set(xlabel="τ", ylabel=name)
+        top[2].set_yscale("log")
+        top[2].set_ylim(1e-4, None)
+        ax_logs.set(xlabel="τ", ylabel="log spike s")
+        handles, labels = ax_logs.get_legend_handles_labels()
+        band_handles, band_labels = top[0].get_legend_handles_labels()
+        keep = [i for i, lab in enumerate(band_labels) if lab.startswith("networks")]
+        fig.legend(handles + [band_handles[i] for i in keep], labels + [band_labels[i] for i in keep],
+                   loc="outside lower center", ncol=3, fontsize=8)  # one legend, clear of the data
+        fig.suptitle(f"{case}: α={c['alpha']}, ε={c['eps']}, P/D={c['ratio']}, h={c['dt']}")
+        out = figure_path(args, f"finite_size_{case}.png")
+        fig.savefig(out, dpi=DPI)
         print(f"wrote {out}")
-        table_path.write_text(json.dumps(table, indent=1))
-    print(f"wrote {table_path}")
+        table_file.write_text(json.dumps(table, indent=1))
+    print(f"wrote {table_file}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ For case c1 (alpha 1, eps 0.02, P/D = 5.5, h = 0.4) this trains ``--networks`` e
 networks (``ReducedNetwork``, seeds 9000, 9001, ...) at one D, records every training point's
 teacher field u = sqrt(D) bhat.x, residual Delta = y - f and quadratic form V = |A^T x|^2 at
 tau = 80 and 100, and estimates E[Delta | |u|] and E[V | |u|] at the DMFT's quadrature nodes by a
-local linear fit in a window |u| +- 0.12 (standard errors by jackknife over networks).  The DMFT
+local linear fit in a window |u| ± 0.12 (standard errors by jackknife over networks).  The DMFT
 gives the same conditionals directly: every sampled site sits at a node u_k.  Compared: the
-finite-size DMFT (``finite_size=True``) and the D -> inf DMFT, each averaged over ``--dmft-seeds``
+finite-size DMFT (``finite_size=True``) and the D → ∞ DMFT, each averaged over ``--dmft-seeds``
 sampling seeds.  docs/finite-size.md, section 5b, discusses the result: the finite-size DMFT
 over-memorises the points with |u| >= 2.5.
 

@@ -2,13 +2,13 @@
 
 What it computes
     The grokking case alpha = 1, eps = 0.02 (phi(h) = h + 0.01 h^2), P/D = 5.5, no label noise:
-    the D -> inf DMFT (causal sweep, time step dt = 0.4 in tau = eta t / D, to tau = 150,
+    the D → ∞ DMFT (causal sweep, time step dt = 0.4 in tau = eta t / D, to tau = 150,
     16 teacher-field nodes x 32 Monte-Carlo paths, two sampling replicas for the Monte-Carlo
     error, spike seed s(0) = 1/D) and three exact infinite-width networks
     (``dmft.simulate(width=inf)``, seeds 0-2, each with its own teacher and training set) at the
     same D and the same Euler step, with their lazy (NTK kernel-flow) reference on the same data.  It draws them with :func:`dmft.plot.compare` (train/test loss
     with the DMFT Monte-Carlo band and the seed standard errors; spike and NTK alignment) to
-    ``examples/figures/grokking_curves.png``, writes the result files to ``out/examples/`` and
+    ``out/figures/grokking_curves.png`` (``--figures``: the committed ``examples/figures/grokking_curves.png``), writes the result files to ``out/examples/`` and
     prints the times at which train and test loss first fall below half their initial value and
     the grokking delay t_test / t_train (:mod:`dmft.derived`), for the DMFT, the seed mean and
     each seed.
@@ -17,6 +17,7 @@ How to run (from the repository root)
     python examples/grokking_curves.py                 # D = 200
     python examples/grokking_curves.py --dim 100       # cheaper simulations
     python examples/grokking_curves.py --reuse         # redraw from the files in out/examples/
+    python examples/grokking_curves.py --figures       # refresh the committed figure
 
 What it costs
     DMFT: ~45 s measured on a shared 2-core machine (T = 375 steps, two sampling replicas for the
@@ -38,6 +39,7 @@ import dmft  # noqa: E402
 from dmft.derived import grokking_times  # noqa: E402
 from dmft.plot import compare, save_figure  # noqa: E402
 from dmft.simulator import SimulationResult  # noqa: E402
+from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = dict(alpha=1.0, ratio=5.5, eps=0.02, noise=0.0)
@@ -55,6 +57,7 @@ def main():
     ap.add_argument("--dt", type=float, default=0.4, help="Euler step in tau (default 0.4)")
     ap.add_argument("--seeds", type=int, default=3, help="simulated networks (default 3)")
     ap.add_argument("--reuse", action="store_true", help="reuse the result files of an earlier run")
+    add_output_options(ap)
     args = ap.parse_args()
 
     outdir = ROOT / "out" / "examples"
@@ -87,7 +90,7 @@ def main():
           f"(network: {sim.observables['test_loss'][-1]:.3f})")
 
     fig = compare(theory, sims, fraction_marks=True)
-    path = save_figure(fig, ROOT / "examples" / "figures" / "grokking_curves.png", dpi=90)
+    path = save_figure(fig, figure_path(args, "grokking_curves.png"), dpi=DPI)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 

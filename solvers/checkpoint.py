@@ -40,7 +40,7 @@ from .validation import ParameterError
 
 __all__ = ["STATE_VERSION", "write_checkpoint", "write_result", "read_state", "read_result", "make_result"]
 
-STATE_VERSION = 2  # 2: Anderson stores residual differences dG (was dF), absolute-change history
+STATE_VERSION = 2  # format 2: Anderson memory as residual differences dG, absolute-change history
 
 
 # ----------------------------------------------------------------------------- checksum

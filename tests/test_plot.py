@@ -53,12 +53,19 @@ def test_compare_draws_exactly_the_files_data(tmp_path):
     dpath, dobs = _dmft_file(tmp_path / "theory.h5")
     spath, sdata = _sim_file(tmp_path / "sim.h5", seeds=4)
     fig = compare(dpath, [spath])
-    ax_loss, ax_ord = fig.axes[0], fig.axes[1]
-    assert ax_loss.get_xscale() == "log" and ax_ord.get_xscale() == "log"
-    loss, order = _lines(ax_loss), _lines(ax_ord)
+    ax_loss, ax_ord, ax_ntk = fig.axes[0], fig.axes[1], fig.axes[2]
+    assert ax_loss.get_xscale() == "log" and ax_ord.get_xscale() == "log" and ax_ntk.get_xscale() == "log"
+    loss, order = _lines(ax_loss), {**_lines(ax_ord), **_lines(ax_ntk)}
     assert set(loss) == {"dmft:0:train_loss", "dmft:0:test_loss", "sim:0:train_loss", "sim:0:test_loss",
                          "lazy:0:train_loss", "lazy:0:test_loss"}
-    assert set(order) == {"dmft:0:spike", "sim:0:spike", "sim:0:ntk_alignment"}
+    # one quantity per y-axis: the spike and the NTK alignment each on their own panel and label
+    assert set(_lines(ax_ord)) == {"dmft:0:spike", "sim:0:spike"}
+    assert set(_lines(ax_ntk)) == {"sim:0:ntk_alignment"}
+    assert ax_ord.get_ylabel() == "spike s = C∥/D" and ax_ntk.get_ylabel() == "NTK alignment"
+    # legends below the axes, clear of the data
+    fig.draw_without_rendering()
+    for ax in (ax_loss, ax_ord, ax_ntk):
+        assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0 + 1
     # DMFT lines: every record with tau > 0 (tau = 0 cannot sit on a log axis), values as stored
     pos = dobs["tau"] > 0
     for name in ("train_loss", "test_loss"):
@@ -212,6 +219,15 @@ def test_phase_map_shows_the_index_delays(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     r = CliRunner().invoke(main, ["phase", str(tmp_path), "-o", str(tmp_path / "q.png")])
     assert r.exit_code == 2 and "--where" in r.output
+
+
+def test_save_figure_default_dpi_is_150(tmp_path):
+    import struct
+
+    from matplotlib.figure import Figure
+
+    path = save_figure(Figure(figsize=(2.0, 1.0)), tmp_path / "x.png")
+    assert struct.unpack(">II", path.read_bytes()[16:24]) == (300, 150)  # PNG IHDR width, height
 
 
 def test_save_figure_refuses_other_formats(tmp_path):

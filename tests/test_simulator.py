@@ -244,6 +244,41 @@ def test_save_load_round_trip_and_info(tmp_path):
     assert "train loss" in text and "test loss" in text and "lazy" in text
 
 
+def test_solve_and_simulate_share_names_and_defaults():
+    """The quantities both commands take have the same option names and the same defaults."""
+    from dmft.cli import solve as solve_cmd
+    from dmft.cli import simulate as simulate_cmd
+
+    solve_opts = {p.name: p for p in solve_cmd.params}
+    sim_opts = {p.name: p for p in simulate_cmd.params}
+    for name in ("alpha", "ratio", "eps", "noise", "dim", "t_max", "seed"):
+        assert name in solve_opts and name in sim_opts, name
+    for name in ("eps", "noise", "dim", "seed"):
+        assert solve_opts[name].default == sim_opts[name].default, name
+    assert sim_opts["t_max"].default == 12.0  # solve: None, meaning 12 for the two-layer model
+    assert "Default: 12 (two-layer)" in solve_opts["t_max"].help
+    assert solve_opts["dt"].default == 0.2 and "default --dt 0.2" in sim_opts["dt"].help
+    import inspect
+
+    sig = inspect.signature(simulate)
+    assert sig.parameters["dim"].default == 200 and sig.parameters["t_max"].default == 12.0
+
+
+def test_summary_labels_sd_and_se_says_never_and_counts_records():
+    """The summary names the seed sd as sd and gives SE = sd/sqrt(seeds); a loss that never halves
+    reads "never" (not nan); the record count is the stored one, with the merged duplicates named."""
+    r = simulate(alpha=1.0, ratio=2.0, dim=20, t_max=3.0, seeds=2, n_records=200)
+    text = r.summary()
+    assert "nan" not in text
+    sd = r.std["test_loss"][-1]
+    assert f"seed sd {sd:.2g}, SE = sd/√2 = {sd / np.sqrt(2):.2g}" in text
+    assert "first below half of it: never, up to τ = 3" in text  # the test loss does not halve by tau = 3 at alpha = 1
+    assert np.isnan(r.first_below("test_loss"))
+    n = len(r.tau)
+    assert n == 16  # 15 steps: tau = 0 and each step once
+    assert f"{n} records" in text and f"of 201 asked, {201 - n} fell on an already recorded whole step" in text
+
+
 def test_cli_simulate_end_to_end(tmp_path):
     from dmft.cli import main
 
