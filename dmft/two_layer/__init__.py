@@ -6,7 +6,7 @@ tau = eta t / D.  The DMFT is written in the same discrete time t = 0..T (tau = 
 theory and ``dmft simulate --dt h`` have no discretisation mismatch; h -> 0 is gradient flow.
 
 Derivation (re-derived from ``shared/design/two-layer-dmft.md``; full text in
-``docs/two-layer-dmft.md``).  Constants lambda = 1/ratio, gamma = 2/alpha,
+``docs/theory.md``).  Constants lambda = 1/ratio, gamma = 2/alpha,
 kappa = 2 eps/alpha, a = alpha eps / 2.  Because phi' is affine, w_i(t) = A(t) w_i(0) + b(t).
 
 Weight side (one input coordinate; Gaussian, propagated exactly by :mod:`dmft.solvers.gaussian`),
