@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from dmft.params import ParameterError
+from dmft.params import ParameterError, require
 
 
 class _Width(click.ParamType):
@@ -59,93 +59,83 @@ def main():
 
 
 # ----------------------------------------------------------------------------- solve
+# Every option below is a field of a settings class (default, range and help defined there once):
+# the model (dmft.params), the numerics (dmft.two_layer.TwoLayerDMFT, dmft.linear.LinearGrid) and
+# the solver (TwoLayerSolve, dmft.solvers.state.FixedPointOptions).
+from dmft.params import LinearGrid, SimulationSettings, TwoLayerModel  # noqa: E402
+from dmft.solvers.settings import click_options, defaults, fields, help_text  # noqa: E402
+from dmft.solvers.state import FixedPointOptions  # noqa: E402
+from dmft.two_layer.settings import TwoLayerDMFT, TwoLayerSolve  # noqa: E402
+
+
+
+def _help(cls, name):
+    return help_text(name, fields(cls)[name][1])
+
+
+_T_MAX = {"two-layer": defaults(TwoLayerDMFT)["t_max"], "linear": defaults(LinearGrid)["t_max"]}
+_ACCEL = {"two-layer": defaults(TwoLayerSolve)["accel"], "linear": defaults(FixedPointOptions)["accel"]}
+
+
 @main.command()
 @click.option("--model", type=click.Choice(["two-layer", "linear"]), default="two-layer", show_default=True,
               help="Which DMFT: the two-layer network, or linear regression (the engine's validation model).")
-@click.option("--alpha", type=float, default=None,
-              help="Output scale alpha > 0 (two-layer; small = rich, large = lazy).  Required for two-layer.")
-@click.option("--ratio", type=float, required=True, help="P/D, training points per input dimension (> 0).")
-@click.option("--eps", type=float, default=0.02, show_default=True,
-              help="Quadratic part of phi(h) = h + eps h^2/2 (>= 0; two-layer).")
-@click.option("--noise", type=float, default=0.0, show_default=True, help="Label-noise standard deviation (>= 0).")
-@click.option("--dim", type=int, default=200, show_default=True,
-              help="Input dimension D (two-layer): sets the teacher-spike seed s(0) = 1/D, the only place D enters.")
-@click.option("--t-max", type=float, default=None,
-              help="Final time in tau units.  Default: 12 (two-layer), 10 (linear).")
-@click.option("--dt", type=float, default=0.2, show_default=True,
-              help="Time step h in tau (two-layer; the DMFT is the exact D->inf limit of GD with eta = h D).")
-@click.option("--steps", type=int, default=500, show_default=True, help="Number of grid intervals (linear model).")
-@click.option("--grid", type=click.Choice(["uniform", "geometric"]), default="uniform", show_default=True,
-              help="Time grid (linear model).")
-@click.option("--samples", type=int, default=None,
-              help="Monte-Carlo paths (even) of the readout-mean noise per teacher-field node (two-layer; default 64).")
-@click.option("--nodes", type=int, default=24, show_default=True,
-              help="Gauss-Legendre nodes of the teacher field |u| (two-layer).")
-@click.option("--u-max", type=float, default=4.5, show_default=True,
-              help="Quadrature cut-off of |u| (two-layer); the Gaussian mass beyond it is reported.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Monte-Carlo sampling.")
-@click.option("--replicas", type=int, default=2, show_default=True,
-              help="Independent sampling seeds (two-layer; --seed, --seed+1, ...).  D -> inf: the curves are "
-                   "--seed's and the seeds give its Monte-Carlo error bars (1 = none).  --finite-size: the curves "
-                   "are the mean over the seeds, with its standard error (use 8 or more at D <= 400).  Seeds that "
-                   "diverge, or (--finite-size) whose train loss runs away, are left out and named.")
-@click.option("--finite-size", is_flag=True,
-              help="Two-layer: add the finite-D terms (spike-bulk cross covariance, the teacher coordinate's own "
-                   "memory, the other memorised points' bumps and their reaction to each point's own bump, each "
-                   "point's input norm, the bulk variance they imply; docs/finite-size.md) for networks at "
-                   "D = --dim.  Off: the D -> inf DMFT.  ~4x slower.")
-@click.option("--datasets", type=int, default=0, show_default=True,
-              help="Two-layer: also solve this many training-set replicas (P = ratio*dim points) and report "
-                   "the spread over training sets (sd, 16/84% bands, grokking times).  Each costs one sweep.")
-@click.option("--method", type=click.Choice(["sweep", "iterate"]), default="sweep", show_default=True,
-              help="sweep: one causal forward pass (exact, fast); iterate: damped fixed-point iteration (two-layer).")
-@click.option("--damping", type=float, default=0.0, show_default=True,
-              help="Fixed-point damping in [0, 1): weight kept on the previous iterate, K <- (1-d) F(K) + d K.")
-@click.option("--accel", type=click.Choice(["none", "anderson"]), default=None,
-              help="Fixed-point acceleration.  Default: anderson for the linear model, none for the two-layer "
-                   "model (its map is causal, so plain iteration converges front-like: 23 iterations against "
-                   "Anderson's 72 at T = 50).")
-@click.option("--tol", type=float, default=1e-8, show_default=True,
-              help="Convergence: relative sup-norm change of all kernels between iterations.")
-@click.option("--max-iter", type=int, default=200, show_default=True, help="Maximum fixed-point iterations.")
-@click.option("--checkpoint-every", type=int, default=5, show_default=True,
-              help="Write the --out file every this many iterations (and at the end).")
+@click_options(TwoLayerModel, override={"alpha": {"required": False, "default": None, "help": (
+    _help(TwoLayerModel, "alpha") + " Required for the two-layer model.")}})
+@click_options(TwoLayerDMFT, override={"t_max": {"default": None, "show_default": False, "help": (
+    _help(TwoLayerDMFT, "t_max") + f" Default: {_T_MAX['two-layer']:g} (two-layer), {_T_MAX['linear']:g} (linear).")}})
+@click_options(LinearGrid, only=("steps", "grid"))
+@click_options(TwoLayerSolve, FixedPointOptions, override={"accel": {"default": None, "show_default": False, "help": (
+    f"Fixed-point acceleration. Default: {_ACCEL['two-layer']} (two-layer: the map is causal, so plain iteration "
+    f"converges front-like), {_ACCEL['linear']} (linear).")}})
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, nodes, u_max, seed, replicas,
-          finite_size, datasets, method, damping, accel, tol, max_iter, checkpoint_every, out, resume, quiet):
+def solve(model, out, resume, quiet, **options):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
         raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
+    options = {k: v for k, v in options.items() if v is not None}
+    options.setdefault("t_max", _T_MAX[model])
+    options.setdefault("accel", _ACCEL[model])
+    run = dict(out=out, resume=resume, progress=not quiet)
     if model == "linear":
+        from dmft.linear import SETTINGS as LINEAR_SETTINGS
         from dmft.linear import solve_linear
 
-        if finite_size or datasets:
-            raise ParameterError("invalid --finite-size/--datasets with --model linear: allowed only for the "
-                                 "two-layer model")
-        result = solve_linear(ratio=ratio, noise=noise, t_max=10.0 if t_max is None else t_max, steps=steps,
-                              grid=grid, damping=damping, accel=accel or "anderson", tol=tol, max_iter=max_iter,
-                              checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
+        linear = {name for cls in LINEAR_SETTINGS for name in fields(cls)}
+        two_layer_only = sorted(k for k, v in options.items()
+                                if k not in linear and v != _cli_default(k))
+        if two_layer_only:
+            raise ParameterError(f"invalid {', '.join('--' + k.replace('_', '-') for k in two_layer_only)} with "
+                                 "--model linear: allowed only for the two-layer model")
+        result = solve_linear(**{k: v for k, v in options.items() if k in linear}, **run)
     else:
-        if alpha is None:
+        if options.get("alpha") is None:
             raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
         from dmft.two_layer import solve as solve_two_layer
 
-        result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
-                                 t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
-                                 replicas=replicas, nodes=nodes, u_max=u_max, finite_size=finite_size,
-                                 datasets=datasets,
-                                 method=method, damping=damping, accel=accel or "none", tol=tol, max_iter=max_iter,
-                                 checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
+        for name in ("steps", "grid"):
+            if options.pop(name) != _cli_default(name):
+                raise ParameterError(f"invalid --{name} with the two-layer model: allowed only with --model linear "
+                                     "(the two-layer grid is uniform with step --dt)")
+        result = solve_two_layer(**options, **run)
     click.echo(result.summary())
     click.echo(_curve_table(result.observables))
     if out:
         click.echo(f"wrote {out}")
     if not result.success:
         sys.exit(1)
+
+
+def _cli_default(name):
+    """The default of a `dmft solve` option (None where the command leaves it to the model)."""
+    for param in solve.params:
+        if param.name == name:
+            return param.default
+    raise KeyError(name)
 
 
 def _curve_table(obs, rows=10):
@@ -178,44 +168,16 @@ def _curve_table(obs, rows=10):
 
 # -------------------------------------------------------------------------- simulate
 @main.command()
-@click.option("--alpha", type=float, required=True,
-              help="Output scale alpha > 0 (small = rich, large = lazy), as in solve.")
-@click.option("--ratio", type=float, required=True, help="P/D, training points per input dimension (> 0), as in solve.")
-@click.option("--eps", type=float, default=0.02, show_default=True,
-              help="Quadratic part of phi(h) = h + eps h^2/2 (>= 0), as in solve.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
-              help="Label-noise standard deviation (>= 0), as in solve.")
-@click.option("--dim", type=int, default=200, show_default=True,
-              help="Input dimension D, as in solve (a DMFT at D = --dim is the theory for these networks).")
-@click.option("--width", type=_Width(), default="inf", show_default=True,
-              help="Hidden units N (integer), or 'inf' for the exact infinite-width network (w_i = A w_i(0) + b).")
-@click.option("--dt", type=float, default=None,
-              help="Time step h in tau per full-batch step (eta = h D), as in solve.  Give either --dt or --eta; "
-                   "default --dt 0.2, as in solve.")
-@click.option("--eta", type=float, default=None, help="Learning-rate scale eta (lr = eta N / alpha^2); eta = 1 is the paper's.")
-@click.option("--t-max", type=float, default=12.0, show_default=True,
-              help="Final time in tau, as in solve.  Grokking at alpha >= 1 takes longer: e.g. --t-max 300.")
-@click.option("--batch", type=int, default=None, help="Minibatch size B (1 <= B <= P); default full batch.")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Number of independent networks/data sets.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="First seed; the networks are seeds seed, seed+1, ... (each its own data set and initial "
-                   "weights).  In solve, --seed seeds the DMFT's Monte-Carlo sampling instead.")
-@click.option("--records", type=int, default=200, show_default=True,
-              help="At most this many log-spaced record times (plus tau = 0): times that fall on the same whole "
-                   "step are stored once (200 at t-max 300, dt 0.2 stores 137 of 201); the summary says how many.")
-@click.option("--lazy-reference", is_flag=True,
-              help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
+@click_options(TwoLayerModel)
+@click_options(SimulationSettings, override={"width": {"type": _Width(), "default": "inf"}})
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def simulate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, records, lazy_reference,
-             out, quiet):
+def simulate(out, quiet, **options):
     """Train two-layer networks by gradient descent and record losses and order parameters."""
     from dmft.simulator import simulate as run_simulation
 
-    result = run_simulation(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim, width=width, dt=dt, eta=eta,
-                            t_max=t_max, batch=batch, seeds=seeds, seed=seed, n_records=records,
-                            lazy_reference=lazy_reference, progress=not quiet)
+    result = run_simulation(**options, progress=not quiet)
     click.echo(result.summary())
     if out:
         result.save(out)
@@ -296,6 +258,9 @@ def _print_agreement(theory, sims, control_variate):
 
 
 # ----------------------------------------------------------------------------- sweep
+_SIM_SEEDS_MAX = 10_000
+
+
 def _float_list(ctx, param, value):
     if value is None:
         return None
@@ -305,33 +270,33 @@ def _float_list(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
     if not values:
         raise click.BadParameter("an empty list; give e.g. 0.05,0.1,0.5")
-    return values
+    check = fields(TwoLayerModel)[param.name][1].check
+    try:
+        return [check(param.name, v) for v in values]
+    except ParameterError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _list_option(name, **kw):
+    """A comma-separated list of values of the model field ``name`` (each checked like the field)."""
+    spec = fields(TwoLayerModel)[name][1]
+    default = defaults(TwoLayerModel).get(name)
+    return click.option(f"--{name}", callback=_float_list, metavar="LIST", show_default=default is not None,
+                        default=None if default is None else f"{default:g}",
+                        help=help_text(name, spec) + " Comma-separated; several values make it a swept axis.", **kw)
 
 
 @main.command()
-@click.option("--alpha", callback=_float_list, metavar="LIST", required=True,
-              help="Output scales alpha > 0, comma-separated (e.g. 0.05,0.1,0.5,1): a swept axis.")
-@click.option("--ratio", callback=_float_list, metavar="LIST", required=True,
-              help="Values of P/D > 0, comma-separated (e.g. 1,2,4): a swept axis.")
-@click.option("--eps", callback=_float_list, metavar="LIST", default="0.02", show_default=True,
-              help="Quadratic part eps >= 0 of phi(h) = h + eps h^2/2; several values make it a swept axis.")
-@click.option("--noise", callback=_float_list, metavar="LIST", default="0", show_default=True,
-              help="Label-noise standard deviation(s) >= 0; several values make it a swept axis.")
-@click.option("--dim", type=int, default=200, show_default=True,
-              help="Input dimension D of the DMFT (seeds the teacher spike s(0) = 1/D).")
-@click.option("--t-max", type=float, default=12.0, show_default=True, help="Final time in tau units (tau = eta t / D).")
-@click.option("--dt", type=float, default=0.2, show_default=True,
-              help="Time step h in tau units; Euler stability needs h < 1/(1 + sqrt(1/ratio))^2 at every ratio.")
-@click.option("--nodes", type=int, default=24, show_default=True, help="Teacher-field quadrature nodes per solve.")
-@click.option("--samples", type=int, default=64, show_default=True,
-              help="Monte-Carlo paths of the readout-mean noise per node.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the DMFT Monte-Carlo sampling.")
-@click.option("--replicas", type=int, default=2, show_default=True,
-              help="Independent sampling replicas per solve for the Monte-Carlo errors (1: none, half the cost).")
+@_list_option("alpha", required=True)
+@_list_option("ratio", required=True)
+@_list_option("eps")
+@_list_option("noise")
+@click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "nodes", "samples", "seed", "replicas"))
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
-              help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max.")
-@click.option("--sim-dim", type=int, default=200, show_default=True,
-              help="Input dimension D of the simulations (default: the same as --dim's default and simulate's).")
+              help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max. "
+                   f"Range: integer 0 <= sim_seeds <= {_SIM_SEEDS_MAX}.")
+@click.option("--sim-dim", type=int, default=defaults(SimulationSettings)["dim"], show_default=True,
+              help="Input dimension D of the simulations (simulate's --dim).")
 @click.option("--sim-width", type=_Width(), default="inf", show_default=True,
               help="Hidden units N of the simulations (integer), or 'inf' (exact infinite width).")
 @click.option("--fraction", type=float, default=0.5, show_default=True,
@@ -342,7 +307,8 @@ def _float_list(ctx, param, value):
 @click.option("--scheduler", default=None,
               help="Address tcp://HOST:PORT of a running Dask scheduler (default: an embedded local cluster).")
 @click.option("--workers", type=int, default=2, show_default=True,
-              help="Worker processes of the embedded local cluster (one thread each; ignored with --scheduler).")
+              help="Worker processes of the embedded local cluster (one thread each; ignored with --scheduler). "
+                   "Range: integer 1 <= workers <= 256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
 def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replicas, sim_seeds, sim_dim, sim_width,
@@ -355,7 +321,10 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     from dmft.params import check_int
     from dmft.sweep import sweep as run_sweep
 
-    check_int("sim-seeds", sim_seeds, low=0)
+    check_int("sim_seeds", sim_seeds, 0, _SIM_SEEDS_MAX)
+    check_int("workers", workers, 1, 256)
+    SimulationSettings(dim=sim_dim, width=sim_width)
+    require(0 < fraction < 1, "fraction", fraction, "0 < fraction < 1")
     grid = {"alpha": alpha, "ratio": ratio}
     fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed, replicas=replicas)
     for name, values in (("eps", eps), ("noise", noise)):

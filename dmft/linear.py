@@ -75,9 +75,10 @@ from dmft.solvers.grid import TimeGrid, require_memory
 from dmft.solvers.result import SolverResult
 from dmft.solvers.volterra import lower_matmul, propagate_covariance, resolvent, response_function
 
-from .params import LinearModel, ParameterError, check_choice, check_int
+from .params import LinearGrid, LinearModel, ParameterError, check_int
+from .solvers.settings import options_doc, signature, split
 
-__all__ = ["LinearDMFT", "solve_linear", "simulate_linear", "memory_kernels"]
+__all__ = ["LinearDMFT", "LinearGrid", "solve_linear", "simulate_linear", "memory_kernels"]
 
 
 class LinearDMFT:
@@ -146,18 +147,12 @@ def memory_kernels(accel: str = "anderson", anderson_memory: int = 5) -> int:
     return 16 + (4 * anderson_memory + 10 if accel == "anderson" else 0)
 
 
-def _grid(grid: str, t_max, steps, t_first=None) -> TimeGrid:
-    check_choice("grid", grid, ("uniform", "geometric"))
-    if grid == "uniform":
-        if t_first is not None:
-            raise ParameterError(f"invalid t_first={t_first!r}: allowed only with grid='geometric'")
-        return TimeGrid.uniform(t_max, steps)
-    return TimeGrid.geometric(t_max, steps, t_first)
+#: the settings classes whose fields are the keyword options of :func:`solve_linear`
+SETTINGS = (LinearModel, LinearGrid, FixedPointOptions)
+RUN_OPTIONS = {"out": None, "resume": False, "progress": False, "callback": None}
 
 
-def solve_linear(ratio, noise=0.0, t_max=10.0, steps=500, grid="uniform", damping=0.0, accel="anderson",
-                 tol=1e-8, max_iter=200, checkpoint_every=5, out=None, resume=False, progress=False, *,
-                 t_first=None, adaptive_damping=False, callback=None) -> SolverResult:
+def solve_linear(ratio, noise=0.0, **options) -> SolverResult:
     """Solve the DMFT of gradient-flow linear regression (see the module docstring).
 
     Returns a :class:`dmft.solvers.result.SolverResult` whose observables are 'tau', 'train_loss',
@@ -166,14 +161,21 @@ def solve_linear(ratio, noise=0.0, t_max=10.0, steps=500, grid="uniform", dampin
     ``resume``: continue it.  Invalid inputs raise ParameterError before any compute, including a
     grid whose T x T kernels (8 T^2 bytes each, ~46 of them with Anderson) exceed the available memory.
     """
-    model = LinearModel(ratio=ratio, noise=noise)
-    check_int("steps", steps, low=1)
-    tgrid = _grid(grid, t_max, steps, t_first)
-    options = FixedPointOptions(damping=damping, adaptive_damping=adaptive_damping, accel=accel, tol=tol,
-                                max_iter=max_iter, checkpoint_every=checkpoint_every)
+    model_kw, grid_kw, fp_kw, run_kw = split(options, *SETTINGS, extra=RUN_OPTIONS)
+    model = LinearModel(ratio=ratio, noise=noise, **model_kw)
+    tgrid = LinearGrid(**grid_kw).time_grid()
+    options = FixedPointOptions(**fp_kw)
+    run = {**RUN_OPTIONS, **run_kw}
     require_memory(tgrid.T, memory_kernels(options.accel, options.anderson_memory), "the linear DMFT solver")
     problem = LinearDMFT(model, tgrid)
-    return iterate(problem, options, out=out, resume=resume, callback=callback, progress=progress)
+    return iterate(problem, options, out=run["out"], resume=run["resume"], callback=run["callback"],
+                   progress=run["progress"])
+
+
+solve_linear.__signature__ = signature(*SETTINGS, leading=("ratio", "noise"), extra=RUN_OPTIONS)
+solve_linear.__doc__ += options_doc(*SETTINGS, extra={
+    "out": "HDF5 result and checkpoint file.", "resume": "Continue the run stored in ``out``.",
+    "progress": "Show a tqdm bar over iterations.", "callback": "Called with each IterationInfo; True stops."})
 
 
 def simulate_linear(ratio, noise, dim, tau, seeds=(0,)) -> dict:

@@ -27,6 +27,10 @@ from .solvers.validation import (
     check_int,
     check_nonnegative,
     check_positive,
+    check_flag,
+    integer,
+    nonnegative,
+    positive,
     require,
 )
 
@@ -38,7 +42,39 @@ __all__ = [
     "check_int",
     "check_choice",
     "as_dict",
+    "TwoLayerModel",
+    "LinearModel",
+    "SEED_MAX",
+    "dim_setting",
+    "dt_setting",
+    "t_max_setting",
+    "SimulationSettings",
+    "LinearGrid",
 ]
+
+#: largest accepted seed (numpy seeds are unbounded; files store them as 64-bit integers)
+SEED_MAX = 2**32 - 1
+
+
+# Fields that the DMFT and the simulator share, defined once (default, range and help).
+def dim_setting():
+    """Input dimension D (default 200): the simulator's networks, and the D of the DMFT."""
+    return setting(200, "Input dimension D. In the DMFT it seeds the teacher spike s(0) = 1/D and sizes the "
+                   "--finite-size terms; networks at D = --dim are what a DMFT at that D describes.",
+                   check=integer(1, 10**6))
+
+
+def dt_setting(default=0.2):
+    """Step h in tau (default 0.2): the DMFT is the exact D -> inf limit of GD with eta = h D."""
+    return setting(default, "Time step h in τ (one full-batch gradient step, eta = h D). The DMFT at step h is "
+                   "the exact D → ∞ limit of gradient descent at that step; Euler stability needs "
+                   "h < 1/(1 + sqrt(1/ratio))².", check=positive(10.0))
+
+
+def t_max_setting(default=12.0):
+    """Final time tau (default 12)."""
+    return setting(default, "Final time τ = η t / D. Grokking at alpha ≥ 1 takes longer, e.g. 300.",
+                   check=positive(1e6))
 
 
 def as_dict(obj: Any) -> dict:
@@ -54,12 +90,12 @@ class TwoLayerModel:
     y(x) = (beta.x)^2 / 2 + noise * xi,  x ~ N(0, I/D),  beta ~ N(0, I),  P = ratio * D.
     """
 
-    alpha: float = setting(help="Output scale α > 0 (small = rich, large = lazy/NTK).", check=check_positive)
-    ratio: float = setting(help="P/D, training points per input dimension (> 0).", check=check_positive)
-    eps: float = setting(0.02, "Quadratic part ε ≥ 0 of the activation φ(h) = h + ε h²/2 (the NTK–target "
-                         "alignment).", check=check_nonnegative)
-    noise: float = setting(0.0, "Label-noise standard deviation σ ≥ 0 (train labels y + σξ).",
-                           check=check_nonnegative)
+    alpha: float = setting(help="Output scale α (small = rich, large = lazy/NTK).", check=positive(1e4))
+    ratio: float = setting(help="P/D, training points per input dimension.", check=positive(1e6))
+    eps: float = setting(0.02, "Quadratic part ε of the activation φ(h) = h + ε h²/2 (the NTK–target "
+                         "alignment).", check=nonnegative(1e3))
+    noise: float = setting(0.0, "Label-noise standard deviation σ (train labels y + σξ).",
+                           check=nonnegative(1e3))
 
     def __post_init__(self):
         validate(self)
@@ -85,8 +121,75 @@ class LinearModel:
     """Linear regression y = beta.x + noise*xi, x ~ N(0, I/D), beta ~ N(0, I), P = ratio*D,
     trained by gradient flow on (1/P) sum (y - w.x)^2 from w(0) = 0, time tau = t/D."""
 
-    ratio: float = setting(help="P/D, training points per input dimension (> 0).", check=check_positive)
-    noise: float = setting(0.0, "Label-noise standard deviation σ ≥ 0.", check=check_nonnegative)
+    ratio: float = setting(help="P/D, training points per input dimension.", check=positive(1e6))
+    noise: float = setting(0.0, "Label-noise standard deviation σ.", check=nonnegative(1e3))
 
     def __post_init__(self):
         validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearGrid:
+    """Time grid of the linear-model DMFT (gradient flow, tau = t/D)."""
+
+    t_max: float = t_max_setting(10.0)
+    steps: int = setting(500, "Number of grid intervals (linear model).", check=integer(1, 20000))
+    grid: str = setting("uniform", "Time grid (linear model): uniform, or geometric (log-spaced after t_first).",
+                        choices=("uniform", "geometric"))
+    t_first: float | None = setting(None, "First step of the geometric grid (default: t_max / steps^2).", cli=False)
+
+    def __post_init__(self):
+        validate(self)
+
+    def time_grid(self):
+        """The :class:`dmft.solvers.grid.TimeGrid` of these settings."""
+        from .solvers.grid import TimeGrid
+
+        if self.grid == "uniform":
+            if self.t_first is not None:
+                raise ParameterError(f"invalid t_first={self.t_first!r}: allowed only with grid='geometric'")
+            return TimeGrid.uniform(self.t_max, self.steps)
+        return TimeGrid.geometric(self.t_max, self.steps, self.t_first)
+
+
+def check_width(name: str, value: Any):
+    """Hidden units N: an integer in [1, 10^6], or inf (the exact infinite-width network)."""
+    if isinstance(value, float) and value == float("inf"):
+        return value
+    require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value,
+            "an integer in [1, 1000000], or inf")
+    return check_int(name, value, 1, 10**6)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationSettings:
+    """How :func:`dmft.simulate` trains the networks (the model is :class:`TwoLayerModel`).  ``dim``,
+    ``dt`` and ``t_max`` are the same fields as the DMFT's (:func:`dim_setting`, ...)."""
+
+    dim: int = dim_setting()
+    width: float = setting(float("inf"), "Hidden units N (integer), or inf for the exact infinite-width network "
+                           "(w_i = A w_i(0) + b).", check=check_width, metavar="WIDTH")
+    dt: float | None = setting(None, "Time step h in τ per full-batch step (η = h D), as in solve. Give either "
+                               "--dt or --eta; default --dt 0.2, as in solve.", check=positive(10.0).or_none())
+    eta: float | None = setting(None, "Learning-rate scale η (lr = η N / α²) instead of --dt; η = 1 is the paper's.",
+                                check=positive(1e9).or_none())
+    t_max: float = t_max_setting()
+    batch: int | None = setting(None, "Minibatch size B (at most P); default full batch.",
+                                check=integer(1, 10**9).or_none())
+    seeds: int = setting(1, "Number of independent networks, each with its own training set.",
+                         check=integer(1, 10_000))
+    seed: int = setting(0, "First seed; the networks are seeds seed, seed+1, ... (each its own training set and "
+                        "initial weights). In solve, --seed seeds the DMFT's Monte-Carlo sampling instead.",
+                        check=integer(0, SEED_MAX))
+    n_records: int = setting(200, "At most this many log-spaced record times (plus τ = 0): times that fall on the "
+                             "same whole step are stored once; the summary says how many.", check=integer(1, 10**6),
+                             flag="--records")
+    record_tau: Any = setting(None, "Explicit record times instead of n_records log-spaced ones.", cli=False)
+    lazy_reference: bool = setting(False, "Also record the lazy (NTK kernel gradient flow) reference on the same "
+                                   "data.", check=check_flag)
+
+    def __post_init__(self):
+        validate(self)
+        if self.dt is not None and self.eta is not None:
+            raise ParameterError(f"invalid dt={self.dt!r} together with eta={self.eta!r}: allowed is exactly one "
+                                 "of dt and eta")

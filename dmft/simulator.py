@@ -99,7 +99,7 @@ from typing import Any
 import numpy as np
 
 from .lazy import kernel_flow, quadratic_population_loss
-from .params import ParameterError, TwoLayerModel, as_dict, check_int, check_positive, require
+from .params import ParameterError, SimulationSettings, TwoLayerModel, as_dict, check_int, check_positive, require
 
 __all__ = [
     "simulate",
@@ -622,6 +622,8 @@ def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds
     alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records = (
         _python_scalar(v) for v in (alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records))
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
+    SimulationSettings(dim=dim, width=width, dt=dt, eta=eta, t_max=t_max, batch=batch, seeds=seeds, seed=seed,
+                       n_records=n_records, lazy_reference=lazy_reference)  # the ranges, before any compute
     D = check_int("dim", dim, 1)
     if isinstance(width, float) and math.isinf(width) and width > 0:
         N = math.inf

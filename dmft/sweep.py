@@ -49,19 +49,20 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .params import ParameterError
+from .params import ParameterError, SimulationSettings
+from .solvers import settings
+from .two_layer.settings import SOLVE_SETTINGS
 
 __all__ = ["sweep", "SweepResult", "load_index", "point_name", "run_point", "SOLVE_KEYS", "INDEX_NAME"]
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "dmft-sweep"
 INDEX_VERSION = 1
-#: keyword arguments of :func:`dmft.solve` that a sweep may set (swept or fixed)
-SOLVE_KEYS = ("alpha", "ratio", "eps", "noise", "dim", "t_max", "dt", "samples", "nodes", "u_max", "seed",
-              "replicas", "method", "damping", "accel", "tol", "max_iter")
+#: keyword arguments of :func:`dmft.solve` that a sweep may set (swept or fixed): every setting
+SOLVE_KEYS = tuple(dict.fromkeys(name for cls in SOLVE_SETTINGS for name in settings.fields(cls)))
 #: keyword arguments of :func:`dmft.simulate` that ``simulate=`` may set (the model, dt and t_max
 #: are the point's)
-SIMULATE_KEYS = ("dim", "width", "seeds", "seed", "batch", "n_records", "record_tau", "lazy_reference")
+SIMULATE_KEYS = tuple(k for k in settings.fields(SimulationSettings) if k not in ("dt", "eta", "t_max"))
 
 
 @dataclasses.dataclass
@@ -348,6 +349,11 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise ParameterError("invalid grid: it lists a point twice")
+    for entry in entries:  # every point's values are in range before any compute
+        for cls, kwargs in zip(SOLVE_SETTINGS, settings.split(entry["parameters"], *SOLVE_SETTINGS)):
+            cls(**kwargs)
+    if sim_kwargs is not None:
+        SimulationSettings(**sim_kwargs)
     from . import __version__
 
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "grid": grid_record,

@@ -22,9 +22,10 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Iterable, Mapping
 
-from .validation import ParameterError, check_choice
+from .validation import ParameterError, Range, check_choice
 
-__all__ = ["Spec", "setting", "validate", "fields", "split", "signature", "click_options", "defaults"]
+__all__ = ["Spec", "setting", "validate", "fields", "split", "signature", "click_options", "defaults", "help_text",
+           "options_doc"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +94,12 @@ def split(kwargs: Mapping[str, Any], *classes, extra: Iterable[str] = ()) -> lis
     return out
 
 
-def signature(*classes, leading: Iterable[str] = (), extra: Iterable[inspect.Parameter] = ()) -> inspect.Signature:
+def signature(*classes, leading: Iterable[str] = (), extra: Mapping[str, Any] | None = None) -> inspect.Signature:
     """The signature of ``f(<leading>, *, <every field of classes>, <extra>)``: ``leading`` names
-    (required fields) come first as positional-or-keyword parameters."""
+    (required fields) come first as positional-or-keyword parameters; ``extra`` maps further
+    keyword-only names to their defaults."""
     leading = tuple(leading)
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
     params, seen = [], set()
     for cls in classes:
         for name, (f, _) in fields(cls).items():
@@ -108,7 +111,32 @@ def signature(*classes, leading: Iterable[str] = (), extra: Iterable[inspect.Par
                     else inspect.Parameter.KEYWORD_ONLY)
             params.append(inspect.Parameter(name, kind, default=default))
     params.sort(key=lambda p: (p.kind, leading.index(p.name) if p.name in leading else len(leading)))
-    return inspect.Signature(params + list(extra))
+    return inspect.Signature(params + extra)
+
+
+def options_doc(*classes, extra: Mapping[str, str] | None = None) -> str:
+    """A docstring section listing every field of ``classes`` (first class wins for a repeated
+    name) with its default, range and help, then the ``extra`` names with their help."""
+    lines, seen = ["", "", "    Options (keyword arguments; defaults and ranges from the settings classes)", "",], set()
+    for cls in classes:
+        for name, (f, spec) in fields(cls).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            default = "required" if f.default is dataclasses.MISSING else f"default {f.default!r}"
+            choices = f"; one of {', '.join(map(repr, spec.choices))}" if spec.choices else ""
+            lines.append(f"    * ``{name}`` ({default}{choices}; :class:`{cls.__name__}`): {help_text(name, spec)}")
+    for name, text in (extra or {}).items():
+        lines.append(f"    * ``{name}``: {text}")
+    return "\n".join(lines) + "\n"
+
+
+def help_text(name: str, spec: Spec) -> str:
+    """The help of a setting, with its allowed range (from a :class:`Range` check) appended."""
+    if isinstance(spec.check, Range):
+        shown = spec.flag.lstrip("-").replace("-", "_") if spec.flag else name
+        return f"{spec.help} Range: {spec.check.describe(shown)}."
+    return spec.help
 
 
 def click_options(*classes, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
@@ -137,7 +165,7 @@ def click_options(*classes, only: Iterable[str] | None = None, exclude: Iterable
         for name, f, spec in reversed(chosen):
             flag = spec.flag or "--" + name.replace("_", "-")
             default = None if f.default is dataclasses.MISSING else f.default
-            kw: dict[str, Any] = {"help": spec.help, "show_default": default is not None}
+            kw: dict[str, Any] = {"help": help_text(name, spec), "show_default": default is not None}
             if isinstance(default, bool):
                 kw.update(is_flag=True, default=default, show_default=False)
             else:
@@ -148,7 +176,8 @@ def click_options(*classes, only: Iterable[str] | None = None, exclude: Iterable
                 elif spec.click_type is not None:
                     kw["type"] = spec.click_type
                 else:
-                    kw["type"] = _TYPES.get(str(f.type), type(default) if default is not None else None)
+                    kw["type"] = _TYPES.get(str(f.type).replace(" | None", ""),
+                                            type(default) if default is not None else None)
                 if spec.metavar:
                     kw["metavar"] = spec.metavar
             if name in required:

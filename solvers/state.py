@@ -13,7 +13,8 @@ import numpy as np
 
 from .anderson import Anderson
 from .result import Status
-from .validation import check_choice, check_int, check_positive, require
+from .settings import setting, validate
+from .validation import check_flag, check_positive, fraction, integer, positive, require
 
 __all__ = ["Problem", "FixedPointOptions", "IterationInfo", "SolverState", "validated_kernels"]
 
@@ -45,43 +46,38 @@ class Problem(Protocol):
 class FixedPointOptions:
     """Validated, frozen options of :func:`iterate` (see the module docstring for conventions)."""
 
-    damping: float = 0.0
-    adaptive_damping: bool = False
-    accel: str = "anderson"
-    anderson_memory: int = 5
-    tol: float = 1e-8
-    max_iter: int = 200
-    checkpoint_every: int = 5
-    confirm_factor: float = 100.0
-    divergence_factor: float = 1e3
-    divergence_patience: int = 3
-    max_damping: float = 0.9
-    anderson_cond_max: float = 1e10
+    damping: float = setting(0.0, "Fixed-point damping: the weight kept on the previous iterate, "
+                             "K ← (1 − d) F(K) + d K.", check=fraction())
+    adaptive_damping: bool = setting(False, "Raise the damping when the residual grows.", check=check_flag,
+                                     cli=False)
+    accel: str = setting("anderson", "Fixed-point acceleration.", choices=("none", "anderson"))
+    anderson_memory: int = setting(5, "Iterates kept by Anderson acceleration.", check=integer(1, 50), cli=False)
+    tol: float = setting(1e-8, "Convergence: relative sup-norm change of all kernels between iterations.",
+                         check=positive(1.0))
+    max_iter: int = setting(200, "Maximum fixed-point iterations.", check=integer(1, 10**6))
+    checkpoint_every: int = setting(5, "Write the --out file every this many iterations (and at the end).",
+                                    check=integer(1, 10**6))
+    confirm_factor: float = setting(100.0, "An undamped confirmation step may move the kernels by at most "
+                                    "confirm_factor * tol (inf: no confirmation).", cli=False)
+    divergence_factor: float = setting(1e3, "Stop when the residual exceeds its minimum by this factor "
+                                       "(inf disables divergence detection).", cli=False)
+    divergence_patience: int = setting(3, "Consecutive iterations above divergence_factor before stopping.",
+                                       check=integer(1, 10**6), cli=False)
+    max_damping: float = setting(0.9, "Upper limit of the adaptive damping, in [damping, 1).", cli=False)
+    anderson_cond_max: float = setting(1e10, "Condition number above which Anderson's history is reset.",
+                                       check=positive(), cli=False)
 
     def __post_init__(self):
-        d = self.damping
-        require(isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and 0 <= d < 1,
-                "damping", d, "[0, 1) (the weight kept on the previous iterate)")
-        object.__setattr__(self, "damping", float(d))
-        require(isinstance(self.adaptive_damping, (bool, np.bool_)), "adaptive_damping", self.adaptive_damping,
-                "True or False")
-        object.__setattr__(self, "adaptive_damping", bool(self.adaptive_damping))
-        check_choice("accel", self.accel, ("none", "anderson"))
-        object.__setattr__(self, "anderson_memory", check_int("anderson_memory", self.anderson_memory, 1, 50))
-        object.__setattr__(self, "tol", check_positive("tol", self.tol))
-        object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, 1))
-        object.__setattr__(self, "checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, 1))
+        validate(self)
         object.__setattr__(self, "confirm_factor", check_positive("confirm_factor", self.confirm_factor,
                                                                   allow_inf=True))
         f = check_positive("divergence_factor", self.divergence_factor, allow_inf=True)
         require(f > 1, "divergence_factor", f, "a number > 1 (inf disables divergence detection)")
         object.__setattr__(self, "divergence_factor", f)
-        object.__setattr__(self, "divergence_patience", check_int("divergence_patience", self.divergence_patience, 1))
         m = self.max_damping
         require(isinstance(m, (int, float)) and not isinstance(m, bool) and self.damping <= m < 1,
                 "max_damping", m, f"[damping, 1) = [{self.damping}, 1)")
         object.__setattr__(self, "max_damping", float(m))
-        object.__setattr__(self, "anderson_cond_max", check_positive("anderson_cond_max", self.anderson_cond_max))
 
     # options that shape the sequence of iterates: a resume must use the same values (the others --
     # tol, max_iter, checkpoint_every, confirm_factor, divergence_* -- only decide when to stop)

@@ -150,6 +150,8 @@ def test_solve_linear_validates_inputs():
         with pytest.raises(ParameterError, match=f"invalid {name}"):
             solve_linear(**kwargs)
     with pytest.raises(ParameterError, match=r"8 T\^2 bytes each.*allowed is T <= \d+"):
+        solve_linear(2.0, steps=20_000)  # within the range of steps, beyond any memory
+    with pytest.raises(ParameterError, match=r"invalid steps=200000: allowed range is an integer in \[1, 20000\]"):
         solve_linear(2.0, steps=200_000)
 
 

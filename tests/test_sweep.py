@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from dmft.derived import GrokkingTimes, crossing_time, grokking_times
 from dmft.sweep import INDEX_NAME, load_index, point_name, sweep
+from dmft.params import ParameterError
 
 TINY = dict(eps=0.1, dim=50, t_max=0.8, dt=0.2, nodes=4, samples=4)
 
@@ -149,15 +150,28 @@ def test_sweep_completes_writes_index_and_resumes_without_recomputing(tmp_path, 
 
 
 def test_failing_point_is_recorded_and_the_others_finish(tmp_path):
-    # the embedded LocalCluster (2 worker processes), as `dmft sweep` uses by default
-    res = sweep({"alpha": [1.0, -1.0], "ratio": [1.0, 2.0]}, tmp_path, n_workers=2, progress=False, **TINY)
+    # the embedded LocalCluster (2 worker processes), as `dmft sweep` uses by default; t_max = 4000
+    # passes the range checks (20000 steps) but its kernels need far more memory than there is, so
+    # those points fail on the worker
+    fixed = {k: v for k, v in TINY.items() if k != "t_max"}
+    res = sweep({"alpha": [1.0, 2.0], "t_max": [0.8, 4000.0]}, tmp_path, n_workers=2, progress=False, ratio=1.0,
+                **fixed)
     assert len(res.failed) == 2 and len(res.computed) == 2
     index = json.loads((tmp_path / INDEX_NAME).read_text())
-    bad = [p for p in index["points"] if p["parameters"]["alpha"] == -1.0]
-    good = [p for p in index["points"] if p["parameters"]["alpha"] == 1.0]
-    assert all(p["status"] == "failed" and "invalid alpha=-1.0" in p["error"] and p["derived"] is None for p in bad)
+    bad = [p for p in index["points"] if p["parameters"]["t_max"] == 4000.0]
+    good = [p for p in index["points"] if p["parameters"]["t_max"] == 0.8]
+    assert all(p["status"] == "failed" and "invalid memory request" in p["error"] and p["derived"] is None
+               for p in bad)
     assert all(p["status"] == "done" and (tmp_path / p["file"]).exists() for p in good)
     assert not any((tmp_path / p["file"]).exists() for p in bad)
+
+
+def test_a_value_out_of_range_is_refused_before_any_point_runs(tmp_path):
+    with pytest.raises(ParameterError, match=r"invalid alpha=-1.0: allowed range is 0 < alpha <= 1e4"):
+        sweep({"alpha": [1.0, -1.0], "ratio": [1.0]}, tmp_path, progress=False, **TINY)
+    with pytest.raises(ParameterError, match=r"invalid seeds=0"):
+        sweep({"alpha": [1.0], "ratio": [1.0]}, tmp_path, progress=False, simulate={"seeds": 0}, **TINY)
+    assert not list(tmp_path.glob("*.h5"))
 
 
 def test_sweep_of_explicit_points(tmp_path, client):

@@ -229,7 +229,7 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
     bad = CliRunner().invoke(main, [a if a != "1" else "0.5" for a in args[:3]] + args[3:] + ["--resume"])
     assert bad.exit_code == 2 and "other parameters" in bad.output and "alpha" in bad.output
     neg = CliRunner().invoke(main, ["solve", "--alpha", "-1", "--ratio", "2"])
-    assert neg.exit_code == 2 and "alpha" in neg.output and "> 0" in neg.output and "Traceback" not in neg.output
+    assert neg.exit_code == 2 and "alpha" in neg.output and "0 < alpha <= 1e4" in neg.output and "Traceback" not in neg.output
 
 
 def test_replica_errors_match_the_measured_spread():

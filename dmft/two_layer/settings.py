@@ -5,12 +5,18 @@ import dataclasses
 
 import numpy as np
 
-from ..params import check_int, check_positive, require
+from ..params import SEED_MAX, TwoLayerModel, dim_setting, dt_setting, require, t_max_setting
+from ..solvers.settings import setting, validate
+from ..solvers.state import FixedPointOptions
+from ..solvers.validation import check_flag, integer, positive
 
 KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
 
 # response and covariance of the spike-bulk cross direction (finite_size=True only)
 CROSS_KERNEL_NAMES = ("R_q", "C_q")
+
+#: most time steps of a uniform-grid solve (memory grows like steps^2, time like steps^3)
+MAX_STEPS = 20000
 
 # A residual this large means the site (and the map) has left any meaningful range: stop there.
 _DIVERGED = 1e10
@@ -29,51 +35,39 @@ _BUMP_PARTNERS = 512
 class TwoLayerDMFT:
     """Numerical settings of a two-layer DMFT solve (the model is :class:`TwoLayerModel`).
 
-    dim       D, enters only through the teacher-spike seed s(0) = 1/D and the u^2/D centring
-    dt        Euler step h in tau (the DMFT is the exact D -> inf limit of GD with eta = h D)
-    t_max     final time (tau); T = round(t_max / dt) steps
-    nodes     Gauss-Legendre nodes of the teacher field |u| on [0, u_max]
-    samples   antithetic Monte-Carlo paths of xi_b per node (even)
-    u_max     quadrature cut-off of |u|; the Gaussian mass beyond it, 2 (1 - Phi(u_max)), is
-              reported in every result (a training set of P points rarely has
-              max |u| > sqrt(2 log P) ~ 4, and sites far beyond are unstable under Euler
-              steps in the rich regime)
-    seed      seed of the Monte-Carlo paths (the answer is deterministic given it)
-    finite_size  add the finite-D terms of docs/finite-size.md: the spike-bulk cross covariance
-              (the learned direction is bhat plus an O(1) random bulk component, which the D -> inf
-              equations drop), the teacher coordinate's own memory (u^2/D) R_par, and the other
-              memorised points' bumps seen by each point (a per-site random field, and its
-              test-loss term) and their reaction to each point's own bump.  At fixed tau they vanish
-              as D -> inf (about like 1/D: s(tau) ~ 1/D;
-              the bump field's sampling noise like D^-1/2), but not at fixed s, so they matter at
-              the D of simulations.  Off: the D -> inf DMFT, unchanged (to round-off).
+    Each field's default, allowed range and help text are defined here once; the ``dmft solve``
+    and ``dmft sweep`` options and the signature of :func:`dmft.solve` derive from them.
+    ``u_max``: the Gaussian mass of |u| beyond it, 2 (1 - Phi(u_max)), is reported in every
+    result (a training set of P points rarely has max |u| > sqrt(2 log P) ~ 4).  ``finite_size``
+    adds the finite-D terms of docs/finite-size.md; at fixed tau they vanish about like 1/D (the
+    bump field's sampling noise like D^-1/2), but not at fixed s, so they matter at the D of
+    simulations.  Off, the solve is the D -> inf DMFT.
     """
 
-    dim: int = 200
-    dt: float = 0.2
-    t_max: float = 12.0
-    nodes: int = 24
-    samples: int = 64
-    u_max: float = 4.5
-    seed: int = 0
-    cholesky_cut: float = 1e-10
-    control_variate: bool = True
-    finite_size: bool = False
+    dim: int = dim_setting()
+    dt: float = dt_setting()
+    t_max: float = t_max_setting()
+    nodes: int = setting(24, "Gauss–Legendre nodes of the teacher field |u| on [0, u_max].", check=integer(1, 1000))
+    samples: int = setting(64, "Antithetic Monte-Carlo paths of the readout-mean noise per teacher-field node "
+                           "(even).", check=integer(2, 100_000))
+    u_max: float = setting(4.5, "Quadrature cut-off of |u|; the Gaussian mass beyond it is reported.",
+                           check=positive(40.0))
+    seed: int = setting(0, "Seed of the DMFT's Monte-Carlo sampling (the answer is deterministic given it).",
+                        check=integer(0, SEED_MAX))
+    cholesky_cut: float = setting(1e-10, "Relative eigenvalue cut of the path covariances' square roots.",
+                                  check=positive(1e-2), cli=False)
+    control_variate: bool = setting(True, "Use the noise-free twin of each node as a control variate.",
+                                    check=check_flag, cli=False)
+    finite_size: bool = setting(False, "Add the finite-D terms (spike-bulk cross covariance, the teacher "
+                                "coordinate's own memory, the other memorised points' bumps and their reaction to "
+                                "each point's own bump, each point's input norm; docs/finite-size.md) for networks "
+                                "at D = --dim. Off: the D → ∞ DMFT. About 4× slower.", check=check_flag)
 
     def __post_init__(self):
-        object.__setattr__(self, "dim", check_int("dim", self.dim, 1))
-        object.__setattr__(self, "dt", check_positive("dt", self.dt))
-        object.__setattr__(self, "t_max", check_positive("t_max", self.t_max))
-        object.__setattr__(self, "nodes", check_int("nodes", self.nodes, 1, 1000))
-        object.__setattr__(self, "samples", check_int("samples", self.samples, 2))
+        validate(self)
         require(self.samples % 2 == 0, "samples", self.samples, "an even integer >= 2 (antithetic pairs)")
-        object.__setattr__(self, "u_max", check_positive("u_max", self.u_max))
-        object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
-        object.__setattr__(self, "cholesky_cut", check_positive("cholesky_cut", self.cholesky_cut))
-        for flag in ("control_variate", "finite_size"):
-            require(isinstance(getattr(self, flag), (bool, np.bool_)), flag, getattr(self, flag), "True or False")
         require(self.steps >= 1, "t_max", self.t_max, f"at least one step: t_max >= dt = {self.dt}")
-        require(self.steps <= 20000, "t_max/dt", self.steps, "at most 20000 time steps")
+        require(self.steps <= MAX_STEPS, "t_max/dt", self.steps, f"at most {MAX_STEPS} time steps")
 
     @property
     def steps(self) -> int:
@@ -94,3 +88,32 @@ class TwoLayerDMFT:
         t1 = self.steps + 1
         return (8 * t1 * t1 * (self.matrices_per_site * self.n_samples + 3 * self.nodes + 40)
                 + 8 * t1 * self.n_samples * 20)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerSolve:
+    """How :func:`dmft.solve` solves the two-layer DMFT and which ensembles it adds.  The
+    fixed-point options (damping, tol, max_iter, checkpoint_every) are
+    :class:`dmft.solvers.state.FixedPointOptions`; ``accel`` is set here because the two-layer map
+    is causal, so plain iteration converges front-like (23 iterations against Anderson's 72 at
+    T = 50) and is the default."""
+
+    method: str = setting("sweep", "sweep: one causal forward pass (exact given the samples, fast); iterate: "
+                          "damped fixed-point iteration on the same samples.", choices=("sweep", "iterate"))
+    replicas: int = setting(2, "Independent sampling seeds (--seed, --seed+1, ...). D → ∞: the curves are --seed's "
+                            "and the seeds give its Monte-Carlo error bars (1 = none). --finite-size: the curves are "
+                            "the mean over the seeds, with its standard error (use 8 or more at D ≤ 400). Seeds "
+                            "that diverge, or (--finite-size) whose train loss runs away, are left out and named.",
+                            check=integer(1, 100))
+    datasets: int = setting(0, "Also solve this many training-set replicas (P = ratio·dim points) and report the "
+                            "spread over training sets (sd, 16/84 % bands, grokking times). Each costs one sweep.",
+                            check=integer(0, 1000))
+    accel: str = setting("none", "Fixed-point acceleration of --method iterate.", choices=("none", "anderson"))
+
+    def __post_init__(self):
+        validate(self)
+
+
+#: the settings classes whose fields are the keyword options of :func:`dmft.solve`, in this order
+#: (a name in two classes belongs to the first: ``accel`` to :class:`TwoLayerSolve`)
+SOLVE_SETTINGS = (TwoLayerModel, TwoLayerDMFT, TwoLayerSolve, FixedPointOptions)

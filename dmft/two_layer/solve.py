@@ -10,17 +10,21 @@ from dmft.solvers import causal
 from dmft.solvers.checkpoint import read_result, write_result
 from dmft.solvers.fixed_point import FixedPointOptions, iterate
 
-from ..params import ParameterError, TwoLayerModel, check_choice, check_int
+from ..params import ParameterError, TwoLayerModel
+from ..solvers.settings import options_doc, signature, split
 from . import readouts
 from .ensembles import _replica_errors, dataset_ensemble
 from .problem import TwoLayerProblem
 from .readouts import RISE_STEPS
-from .settings import TwoLayerDMFT
+from .settings import SOLVE_SETTINGS, TwoLayerDMFT, TwoLayerSolve
 
 
-def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
-          seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
-          replicas=2, out=None, resume=False, progress=False, confirm=True, finite_size=False, datasets=0):
+SETTINGS = SOLVE_SETTINGS
+#: the options of :func:`solve` that are not settings: where the result goes and how it is shown
+RUN_OPTIONS = {"out": None, "resume": False, "progress": False, "confirm": True}
+
+
+def solve(alpha, ratio, **options):
     """Solve the DMFT of the two-layer network.  Returns a :class:`dmft.solvers.result.SolverResult`.
 
     Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
@@ -57,15 +61,15 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     test_loss, spike and log_spike, and the per-replica crossing times ``t_train_datasets``,
     ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
     """
-    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
-    check_choice("method", method, ("sweep", "iterate"))
-    replicas = check_int("replicas", replicas, 1, 100)
-    opts = TwoLayerDMFT(dim=dim, dt=dt, t_max=t_max, nodes=nodes, samples=64 if samples is None else samples,
-                        u_max=u_max, seed=seed, finite_size=finite_size)
-    datasets = check_int("datasets", datasets, 0, 1000)
+    model_kw, numerics_kw, solve_kw, fp_kw, run_kw = split(options, *SETTINGS, extra=RUN_OPTIONS)
+    model = TwoLayerModel(alpha=alpha, ratio=ratio, **model_kw)
+    opts = TwoLayerDMFT(**numerics_kw)
+    how = TwoLayerSolve(**solve_kw)
+    fp_options = FixedPointOptions(**{"accel": how.accel, **fp_kw})
+    run = {**RUN_OPTIONS, **run_kw}
+    out, resume, progress, confirm = run["out"], run["resume"], run["progress"], run["confirm"]
+    method, replicas, datasets = how.method, how.replicas, how.datasets
     problem = TwoLayerProblem(model, opts)
-    fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
-                                   checkpoint_every=checkpoint_every)
     if method == "sweep" and resume:
         stored = read_result(out, problem.kind)
         _check_same_parameters(stored.parameters, problem.parameters(), out)
@@ -98,6 +102,14 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     if out is not None and (method == "sweep" or replicas > 1):
         write_result(out, result)
     return result
+
+
+solve.__signature__ = signature(*SETTINGS, leading=("alpha", "ratio"), extra=RUN_OPTIONS)
+solve.__doc__ += options_doc(*SETTINGS, extra={
+    "out": "HDF5 file for the result (and, with method='iterate', the checkpoint).",
+    "resume": "Continue the run stored in ``out`` (the same parameters are required).",
+    "progress": "Show one tqdm bar over every pass of the solve.",
+    "confirm": "After a sweep, apply the fixed-point map once more and report its residual."})
 
 
 def _warn_on_rise(result, opts):
