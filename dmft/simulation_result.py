@@ -16,11 +16,20 @@ __all__ = ["SimulationResult", "control_variate_mean"]
 class SimulationResult:
     """Seed-averaged simulation record.
 
-    ``parameters`` flat dict; ``tau`` (T,); ``observables`` name -> mean over seeds (T,); ``std`` name ->
-    sample standard deviation over seeds (ddof = 1; zeros for one seed); ``per_seed`` name -> (seeds, T);
-    ``lazy`` (optional) the NTK kernel-flow reference on the same data: ``train_loss``, ``test_loss``
-    (means), ``train_loss_std``, ``test_loss_std``, ``train_loss_per_seed``, ``test_loss_per_seed``;
-    ``info`` run metadata (wall time, diverged seeds), not part of the result's identity.
+    Attributes, and where :meth:`save` writes them (file kind "simulation"):
+
+    * ``parameters`` flat dict (``/parameters`` attributes);
+    * ``tau`` (T,) (``/observables/tau``);
+    * ``observables`` name -> mean over seeds (T,) (``/observables/<name>``);
+    * ``std`` name -> sample standard deviation over seeds (ddof = 1; zeros for one seed) (``/std/<name>``);
+    * ``per_seed`` name -> (seeds, T) (``/per_seed/<name>``);
+    * ``lazy`` (optional) the NTK kernel-flow reference on the same data, ``{"observables", "std",
+      "per_seed"}`` each name -> array as above, for train_loss and test_loss (``/lazy_reference/...``);
+    * ``data_moments`` (optional) the training sets' moments ``u2``, ``u4``, ``u6`` (seeds,)
+      (``/data_moments``);
+    * ``diverged_at`` (optional) per seed, the tau at which its run diverged, NaN for a run that did
+      not (``/diverged_at``);
+    * ``info`` run metadata (wall time), not part of the result's identity (root attributes).
     """
 
     parameters: dict
@@ -31,6 +40,15 @@ class SimulationResult:
     lazy: dict | None = None
     info: dict = dataclasses.field(default_factory=dict)
     data_moments: dict | None = None
+    diverged_at: np.ndarray | None = None
+
+    @property
+    def diverged_seeds(self) -> list[int]:
+        """The seeds (absolute: seed + k) whose run diverged."""
+        if self.diverged_at is None:
+            return []
+        first = int(self.parameters.get("seed", 0))
+        return [first + k for k in np.flatnonzero(np.isfinite(np.asarray(self.diverged_at, dtype=float)))]
 
     # ---------------------------------------------------------------- helpers
     def seed_mean(self, name: str, control_variate: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -93,32 +111,31 @@ class SimulationResult:
                                      for name in cv)
                          + " (± its standard error)")
         if self.lazy is not None:
-            lines.append(f"  lazy (NTK) reference, final: train loss {self.lazy['train_loss'][-1]:.6g}, "
-                         f"test loss {self.lazy['test_loss'][-1]:.6g}")
-        if self.info.get("diverged_seeds"):
-            lines.append(f"  WARNING: diverged seeds {self.info['diverged_seeds']} (Euler step too large?)")
+            lazy = self.lazy["observables"]
+            lines.append(f"  lazy (NTK) reference, final: train loss {lazy['train_loss'][-1]:.6g}, "
+                         f"test loss {lazy['test_loss'][-1]:.6g}")
+        if self.diverged_seeds:
+            lines.append(f"  WARNING: diverged seeds {self.diverged_seeds} (Euler step too large?)")
         if "wall_time_s" in self.info:
             lines.append(f"  wall time {self.info['wall_time_s']:.1f} s")
         return "\n".join(lines)
 
     # -------------------------------------------------------------------- I/O
     def save(self, path):
-        """Write the HDF5 file (kind "simulation"); see :mod:`dmft.io` for the contract."""
+        """Write the HDF5 file (kind "simulation"; layout in the class docstring); see :mod:`dmft.io`."""
         from .io import write_h5
 
-        obs = {"tau": np.asarray(self.tau)}
-        for name, mean in self.observables.items():
-            obs[name] = np.asarray(mean)
-            obs[name + "_std"] = np.asarray(self.std[name])
-        seeds = {}
-        n_seeds = next(iter(self.per_seed.values())).shape[0]
-        for k in range(n_seeds):
-            seeds[str(k)] = {"observables": {name: np.asarray(v[k]) for name, v in self.per_seed.items()}}
-        data: dict[str, Any] = {"observables": obs, "seeds": seeds}
+        def arrays(tree):
+            return {k: np.asarray(v) for k, v in tree.items()}
+
+        data: dict[str, Any] = {"observables": {"tau": np.asarray(self.tau), **arrays(self.observables)},
+                                "std": arrays(self.std), "per_seed": arrays(self.per_seed)}
         if self.lazy is not None:
-            data["lazy_reference"] = {k: np.asarray(v) for k, v in self.lazy.items()}
+            data["lazy_reference"] = {group: arrays(self.lazy[group]) for group in ("observables", "std", "per_seed")}
         if self.data_moments is not None:
-            data["data_moments"] = {k: np.asarray(v) for k, v in self.data_moments.items()}
+            data["data_moments"] = arrays(self.data_moments)
+        if self.diverged_at is not None:
+            data["diverged_at"] = np.asarray(self.diverged_at, dtype=float)
         attrs = {k: (v if not isinstance(v, (list, tuple)) else str(list(v))) for k, v in self.info.items()}
         return write_h5(path, kind="simulation", parameters=self.parameters, data=data, attrs=attrs)
 
@@ -130,30 +147,30 @@ class SimulationResult:
 
     @classmethod
     def from_raw(cls, raw: dict) -> "SimulationResult":
-        """The result held by a :func:`dmft.io.read_h5` dict of a simulation file."""
+        """The result held by a :func:`dmft.io.read_h5` dict of a simulation file.  A dict without
+        ``/std`` or ``/per_seed`` (e.g. written by hand through dmft.io) gives empty ones."""
+        def arrays(tree):
+            return {k: np.asarray(v) for k, v in (tree or {}).items()}
+
         obs = raw["observables"]
         tau = np.asarray(obs["tau"])
-        names = [k for k in obs if k != "tau" and not k.endswith("_std")]
-        observables = {k: np.asarray(obs[k]) for k in names}
-        std = {k: np.asarray(obs[k + "_std"]) for k in names}
-        seed_keys = sorted(raw.get("seeds", {}), key=int)
-        # a file written without its per-seed group (e.g. by hand through dmft.io) has only the summary
-        per_seed = ({k: np.stack([np.asarray(raw["seeds"][s]["observables"][k]) for s in seed_keys]) for k in names}
-                    if seed_keys else {})
+        observables = {k: np.asarray(v) for k, v in obs.items() if k != "tau"}
         lazy = None
         if "lazy_reference" in raw:
-            lazy = {k: np.asarray(v) for k, v in raw["lazy_reference"].items()}
-        info = {k: raw["attrs"][k] for k in ("wall_time_s", "diverged_seeds") if k in raw["attrs"]}
+            lazy = {group: arrays(raw["lazy_reference"].get(group)) for group in ("observables", "std", "per_seed")}
+        info = {k: raw["attrs"][k] for k in ("wall_time_s",) if k in raw.get("attrs", {})}
         parameters = dict(raw["parameters"])
         if "data_moments" in raw:
-            moments = {k: np.asarray(v) for k, v in raw["data_moments"].items()}
-        else:  # files written before the moments were recorded: the data are a function of the seed
+            moments = arrays(raw["data_moments"])
+        else:  # a file without the moments: the data are a function of the seed
             moments = _moments_from_parameters(parameters)
-        return cls(parameters=parameters, tau=tau, observables=observables, std=std,
-                   per_seed=per_seed, lazy=lazy, info=info, data_moments=moments)
+        diverged = raw.get("diverged_at")
+        return cls(parameters=parameters, tau=tau, observables=observables, std=arrays(raw.get("std")),
+                   per_seed=arrays(raw.get("per_seed")), lazy=lazy, info=info, data_moments=moments,
+                   diverged_at=None if diverged is None else np.asarray(diverged, dtype=float))
 
 
-
+# ------------------------------------------------------------------------ seed means
 def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
     """(estimate, standard error) over seeds of ``per_seed`` (seeds, T), with the training sets' fourth
     moments ``u4`` (seeds,) as a control variate of known mean 3 (see :meth:`SimulationResult.seed_mean`);

@@ -249,7 +249,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     per_seed = {name: np.empty((setup.seeds, len(tau))) for name in OBSERVABLES}
     lazy_train, lazy_test = [], []
     moments = {f"u{k}": np.empty(setup.seeds) for k in MOMENT_ORDERS}
-    diverged = []
+    diverged_at = np.full(setup.seeds, np.nan)  # per seed: tau of its divergence, NaN if none
     with tqdm(total=setup.seeds * setup.n_steps, disable=not progress, unit="step", desc="simulate",
               mininterval=0.5) as bar:
         for k in range(setup.seeds):
@@ -259,7 +259,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
             for key, value in training_set_moments(problem).items():
                 moments[key][k] = value
             if div is not None:
-                diverged.append(setup.seed + k)
+                diverged_at[k] = div * setup.tau_step
                 warnings.warn(f"seed {setup.seed + k} diverged at tau={div * setup.tau_step:g} "
                               f"(non-finite residual); the Euler step dt={setup.h:g} is probably too large "
                               "(stable for dt below ~0.3-0.5); its remaining records are nan", RuntimeWarning,
@@ -279,8 +279,9 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     lazy = None
     if lazy_reference:
         lt, le = np.array(lazy_train), np.array(lazy_test)
-        lazy = {"train_loss": lt.mean(axis=0), "test_loss": le.mean(axis=0), "train_loss_std": _std(lt),
-                "test_loss_std": _std(le), "train_loss_per_seed": lt, "test_loss_per_seed": le}
+        lazy = {"observables": {"train_loss": lt.mean(axis=0), "test_loss": le.mean(axis=0)},
+                "std": {"train_loss": _std(lt), "test_loss": _std(le)},
+                "per_seed": {"train_loss": lt, "test_loss": le}}
     m = setup.model
     parameters = {
         **as_dict(m),
@@ -305,7 +306,6 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
         "test_loss_target": "clean (beta.x)^2/2, exact population average",
     }
     info = {"wall_time_s": wall}
-    if diverged:
-        info["diverged_seeds"] = diverged
     return SimulationResult(parameters=parameters, tau=tau, observables=observables, std=std, per_seed=per_seed,
-                            lazy=lazy, info=info, data_moments=moments)
+                            lazy=lazy, info=info, data_moments=moments,
+                            diverged_at=diverged_at)

@@ -226,15 +226,22 @@ def test_save_load_round_trip_and_info(tmp_path):
         np.testing.assert_array_equal(back.observables[name], r.observables[name])
         np.testing.assert_array_equal(back.std[name], r.std[name])
         np.testing.assert_array_equal(back.per_seed[name], r.per_seed[name])
-    for key, value in r.lazy.items():
-        np.testing.assert_array_equal(back.lazy[key], value)
+    for group in ("observables", "std", "per_seed"):
+        assert set(back.lazy[group]) == {"train_loss", "test_loss"}
+        for key, value in r.lazy[group].items():
+            np.testing.assert_array_equal(back.lazy[group][key], value)
+    np.testing.assert_array_equal(back.diverged_at, [np.nan, np.nan])
     import h5py
 
     with h5py.File(path, "r") as f:
-        for key in ("tau", "train_loss", "test_loss", "train_loss_std", "test_loss_std", "spike", "spike_std"):
-            assert f"observables/{key}" in f, key
-        assert "seeds/1/observables/test_loss" in f
-        assert "lazy_reference/test_loss" in f
+        # /observables holds the mean curves only; the seed sd and the runs have groups of their own
+        assert set(f["observables"]) == {"tau", *OBSERVABLES}
+        for key in ("train_loss", "test_loss", "spike"):
+            assert f[f"std/{key}"].shape == (r.tau.size,), key
+            assert f[f"per_seed/{key}"].shape == (2, r.tau.size), key
+        np.testing.assert_array_equal(f["per_seed/test_loss"][1], r.per_seed["test_loss"][1])
+        assert f["lazy_reference/observables/test_loss"].shape == (r.tau.size,)
+        assert f["lazy_reference/per_seed/test_loss"].shape == (2, r.tau.size)
         assert f.attrs["kind"] == "simulation"
     out = CliRunner().invoke(main, ["info", str(path)])
     assert out.exit_code == 0, out.output
@@ -347,7 +354,7 @@ def test_divergence_is_reported_not_hidden():
     with pytest.warns(RuntimeWarning, match="diverged"):
         r = simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=3.0, t_max=300.0, n_records=20)
     assert np.isnan(r.observables["train_loss"][-1])
-    assert r.info["diverged_seeds"] == [0]
+    assert r.diverged_seeds == [0] and np.isfinite(r.diverged_at[0])
     assert "diverged" in r.summary()
 
 

@@ -218,8 +218,11 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["kind"] == "dmft-two-layer"
         assert f["observables/tau"].shape == (6,)
-        for name in ("train_loss", "test_loss", "test_loss_mc_err", "spike", "bulk", "mean_norm"):
+        for name in ("train_loss", "test_loss", "spike", "bulk", "mean_norm"):
             assert f["observables/" + name].shape == (6,)
+        assert f["errors/mc/test_loss"].shape == (6,) and f["errors/batch/train_loss"].shape == (6,)
+        assert set(f["observables"]) == {"tau", "train_loss", "test_loss", "spike", "bulk", "mean_norm"}
+        assert f["diagnostics/dropped_u_mass"].shape == ()
         assert f["kernels/C_z"].shape == (6, 6)
         assert f["parameters"].attrs["alpha"] == 1.0
         test = f["observables/test_loss"][()]
@@ -233,9 +236,9 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
 
 
 def test_replica_errors_match_the_measured_spread():
-    # mc_err is the sd over sampling seeds; it must be consistent with an independent set of seeds.
+    # the mc error is the sd over sampling seeds; it must be consistent with an independent set of seeds.
     res = solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=4)
-    err = res.observables["test_loss_mc_err"]
+    err = res.errors["mc"]["test_loss"]
     assert np.all(np.isfinite(err)) and err.max() > 0
     other = [solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=1, seed=s)
              .observables["test_loss"] for s in (10, 11, 12, 13)]

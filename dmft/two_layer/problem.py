@@ -420,16 +420,9 @@ class TwoLayerProblem:
             train = self.weights[self.weights > 0] @ sq
             if self.last_pass is not None and self.control_variate:
                 train = train + self.last_pass.train_cv
-            nb = self.n_batches
-            per_batch = np.zeros((nb, sq.shape[1]))
-            w, batch = self.weights[self.weights > 0], self.batch_of[self.weights > 0]
-            for k in range(nb):
-                sel = batch == k
-                per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
-            train_err = per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
             test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
-        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test,
-               "train_loss_batch_err": train_err, "spike": s, "bulk": Cz, "mean_norm": Cb}
+        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
+               "mean_norm": Cb}
         if o.finite_size:
             Cq = np.diag(K["C_q"]).copy()
             out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
@@ -478,3 +471,21 @@ class TwoLayerProblem:
         """Readouts of ``kernels`` and of the last pass (:meth:`sweep`, :meth:`update` or :meth:`confirm`)."""
         self._require_pass("observables()")
         return self.observables_from(kernels, self.last_pass.Delta)
+
+    def batch_error(self, Delta) -> np.ndarray:
+        """Within-run standard error of the train loss from the per-site residuals of a pass: the
+        spread of the loss over the sites' batches, at fixed kernels (NaN with fewer than 2 batches)."""
+        with np.errstate(all="ignore"):
+            sq = Delta[self.weights > 0] ** 2
+            nb = self.n_batches
+            per_batch = np.zeros((nb, sq.shape[1]))
+            w, batch = self.weights[self.weights > 0], self.batch_of[self.weights > 0]
+            for k in range(nb):
+                sel = batch == k
+                per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
+            return per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
+
+    def errors(self, kernels) -> dict:
+        """Standard errors of the readouts of the last pass: {"batch": {"train_loss": ...}} (:meth:`batch_error`)."""
+        self._require_pass("errors()")
+        return {"batch": {"train_loss": self.batch_error(self.last_pass.Delta)}}
