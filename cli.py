@@ -225,6 +225,9 @@ def simulate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds,
     if out:
         result.save(out)
         click.echo(f"wrote {out}")
+    if result.diverged_seeds:
+        click.echo(f"Error: diverged: {result.divergence()} (lower --dt)", err=True)
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ info

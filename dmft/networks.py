@@ -79,6 +79,7 @@ import math
 import numpy as np
 
 from .lazy import quadratic_population_loss
+from .params import diverged
 
 __all__ = ["Problem", "make_problem", "ExplicitNetwork", "ReducedNetwork", "OBSERVABLES", "NTK_POINTS",
            "MOMENT_ORDERS", "SEEDING", "seed_streams", "training_set_moments"]
@@ -165,11 +166,12 @@ class _Network:
         return float(d @ d) / self.problem.P
 
     def step(self, rows=None) -> bool:
-        """One (S)GD step on the rows ``rows`` (None: all, full batch).  Returns False if it diverged."""
+        """One (S)GD step on the rows ``rows`` (None: all, full batch).  Returns False, without stepping,
+        if a residual on the rows is non-finite or at least :data:`dmft.params.DIVERGENCE_BOUND`."""
         X, y = self._rows(rows)
         f, aux = self._full_fields() if rows is None else self._fields(rows)
         delta = y - f
-        if not np.all(np.isfinite(delta)):
+        if diverged(delta):  # the bound of the DMFT sweep's residuals (dmft.params.DIVERGENCE_BOUND)
             return False
         m = X @ self.b
         self._update(X, delta, aux)

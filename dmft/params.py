@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from .solvers.settings import setting, validate
 from .solvers.validation import (
     ParameterError,
@@ -31,6 +33,8 @@ from .solvers.validation import (
 )
 
 __all__ = [
+    "DIVERGENCE_BOUND",
+    "diverged",
     "ParameterError",
     "require",
     "check_positive",
@@ -39,6 +43,16 @@ __all__ = [
     "check_choice",
     "as_dict",
 ]
+
+#: A residual |Delta| or a loss this large (or non-finite) means a run has left any meaningful range:
+#: the DMFT sweep and the simulator both stop there, and every row they keep lies below it.
+DIVERGENCE_BOUND = 1e10
+
+
+def diverged(values) -> bool:
+    """True if any of ``values`` is non-finite or at least :data:`DIVERGENCE_BOUND` in magnitude."""
+    with np.errstate(invalid="ignore"):
+        return not np.all(np.abs(values) < DIVERGENCE_BOUND)
 
 
 def as_dict(obj: Any) -> dict:

@@ -48,7 +48,14 @@ class SimulationResult:
         if self.diverged_at is None:
             return []
         first = int(self.parameters.get("seed", 0))
-        return [first + k for k in np.flatnonzero(np.isfinite(np.asarray(self.diverged_at, dtype=float)))]
+        return [first + int(k) for k in np.flatnonzero(np.isfinite(np.asarray(self.diverged_at, dtype=float)))]
+
+    def divergence(self) -> str:
+        """One phrase naming each diverged seed and its tau, e.g. "seed 0 at tau = 4.8, seed 2 at tau = 6"
+        ("" when none diverged)."""
+        first = int(self.parameters.get("seed", 0))
+        return ", ".join(f"seed {seed} at tau = {float(self.diverged_at[seed - first]):g}"
+                         for seed in self.diverged_seeds)
 
     # ---------------------------------------------------------------- helpers
     def seed_mean(self, name: str, control_variate: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +122,8 @@ class SimulationResult:
             lines.append(f"  lazy (NTK) reference, final: train loss {lazy['train_loss'][-1]:.6g}, "
                          f"test loss {lazy['test_loss'][-1]:.6g}")
         if self.diverged_seeds:
-            lines.append(f"  WARNING: diverged seeds {self.diverged_seeds} (Euler step too large?)")
+            lines.append(f"  DIVERGED: {self.divergence()}; their records from then on are NaN, and so are the "
+                         "seed means and sds there (Euler step too large?)")
         if "wall_time_s" in self.info:
             lines.append(f"  wall time {self.info['wall_time_s']:.1f} s")
         return "\n".join(lines)

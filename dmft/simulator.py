@@ -47,7 +47,16 @@ from .networks import (
     seed_streams,
     training_set_moments,
 )
-from .params import ParameterError, TwoLayerModel, as_dict, check_int, check_positive, require
+from .params import (
+    DIVERGENCE_BOUND,
+    ParameterError,
+    TwoLayerModel,
+    as_dict,
+    check_int,
+    check_positive,
+    diverged,
+    require,
+)
 from .simulation_result import SimulationResult, control_variate_mean
 
 __all__ = [
@@ -204,10 +213,13 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
         for n in range(setup.n_steps + 1):
             while j < T and rec_steps[order[j]] == n:
                 obs = net.observables()
+                if diverged([obs["train_loss"], obs["test_loss"]]):
+                    diverged_at = n  # this record and the later ones stay NaN: every kept one is below the bound
+                    break
                 for name in OBSERVABLES:
                     out[name][order[j]] = obs[name]
                 j += 1
-            if n == setup.n_steps or j == T:
+            if diverged_at is not None or n == setup.n_steps or j == T:
                 break
             if B is None or B == P:
                 rows = None  # B = P: the whole training set in natural order, i.e. exactly full batch
@@ -260,10 +272,10 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
                 moments[key][k] = value
             if div is not None:
                 diverged_at[k] = div * setup.tau_step
-                warnings.warn(f"seed {setup.seed + k} diverged at tau={div * setup.tau_step:g} "
-                              f"(non-finite residual); the Euler step dt={setup.h:g} is probably too large "
-                              "(stable for dt below ~0.3-0.5); its remaining records are nan", RuntimeWarning,
-                              stacklevel=2)
+                warnings.warn(f"seed {setup.seed + k} diverged at tau={div * setup.tau_step:g} (a residual or "
+                              f"loss non-finite or >= {DIVERGENCE_BOUND:.0e}); the Euler step dt={setup.h:g} is "
+                              "probably too large (stable for dt below ~0.3-0.5); its records from then on are NaN",
+                              RuntimeWarning, stacklevel=2)
             if lazy_reference:
                 kf = kernel_flow(problem.X, problem.y, setup.model.eps, tau, beta=problem.beta,
                                  dt=setup.h if setup.batch is None else None)

@@ -355,7 +355,38 @@ def test_divergence_is_reported_not_hidden():
         r = simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=3.0, t_max=300.0, n_records=20)
     assert np.isnan(r.observables["train_loss"][-1])
     assert r.diverged_seeds == [0] and np.isfinite(r.diverged_at[0])
-    assert "diverged" in r.summary()
+    assert "DIVERGED: seed 0 at tau = " in r.summary()
+
+
+def test_cli_simulate_stops_a_diverging_seed_and_exits_nonzero(tmp_path):
+    """dt = 0.6 at ratio 5.5 is beyond Euler stability (dt < 0.49): each seed's run is marked diverged at
+    its tau, its records from then on are NaN, every kept record is finite and below the bound, the file
+    is written and loads, and the command exits 1 naming the seeds; a stable run exits 0."""
+    from dmft.cli import main
+    from dmft.params import DIVERGENCE_BOUND
+    from dmft.io import load
+
+    path = tmp_path / "div.h5"
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        out = CliRunner().invoke(main, ["simulate", "--alpha", "1", "--eps", "0.02", "--ratio", "5.5", "--dt", "0.6",
+                                        "--dim", "50", "--seeds", "2", "--t-max", "30", "--quiet", "--out", str(path)])
+    assert out.exit_code == 1, out.output
+    assert "diverged: seed 0 at tau = " in out.output and "seed 1 at tau = " in out.output
+    r = load(path)
+    assert r.diverged_seeds == [0, 1]
+    for k in range(2):
+        t_div = r.diverged_at[k]
+        assert 0 < t_div <= 30
+        for name in ("train_loss", "test_loss"):
+            row = r.per_seed[name][k]
+            kept = r.tau < t_div
+            assert np.all(np.isfinite(row[kept])) and np.all(np.abs(row[kept]) < DIVERGENCE_BOUND)
+            assert np.all(np.isnan(row[r.tau > t_div]))
+    assert np.isnan(r.observables["train_loss"][-1])
+    ok = CliRunner().invoke(main, ["simulate", "--alpha", "1", "--eps", "0.02", "--ratio", "5.5", "--dt", "0.4",
+                                   "--dim", "50", "--seeds", "2", "--t-max", "30", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert "DIVERGED" not in ok.output and "final train loss: 0." in ok.output
 
 
 # ------------------------------------------------------------ training-set moments, control-variate seed mean

@@ -130,6 +130,22 @@ def test_bad_inputs_are_refused_with_the_range():
         solve(alpha=1.0, ratio=1.0, t_max=4000.0, dt=0.2, samples=4000)
 
 
+def test_rows_whose_train_loss_exceeds_the_bound_are_dropped(monkeypatch):
+    # Every site's |Delta| can stay below the bound while their mean square, the train loss, does not:
+    # the sweep then stops at that row too.  Here the loss is checked against 1e4 (the sites against the
+    # real bound): the row at tau = 0.4, train loss 1.8e4, is dropped with the kernels after it.
+    import dmft.params
+    import dmft.two_layer.problem as problem
+
+    real = dmft.params.diverged
+    monkeypatch.setattr(problem, "diverged", lambda v: real(v) if np.ndim(v) else not abs(v) < 1e4)
+    res = solve(alpha=0.01, ratio=2.0, eps=0.1, dt=0.2, t_max=6.0, nodes=4, samples=4, replicas=1)
+    train = res.observables["train_loss"]
+    assert not res.success and "the train loss reached 1.84e+04 at tau = 0.4" in res.message
+    assert np.all(np.isfinite(train[:2])) and np.all(train[:2] < 1e4) and np.all(np.isnan(train[2:]))
+    assert np.all(np.isnan(res.kernels["C_z"][2:])) and np.all(np.isfinite(res.kernels["C_z"][:2, :2]))
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     # alpha = 0.01, eps = 0.1 (eps/alpha = 10) at h = 0.2: the rich single sites are Euler-unstable.
     res = solve(alpha=0.01, ratio=2.0, eps=0.1, dt=0.2, t_max=6.0, nodes=4, samples=4, replicas=1)
@@ -138,6 +154,10 @@ def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     good = np.isfinite(res.observables["test_loss"])
     assert good[0] and good.sum() >= 2 and not good[-1]
     assert np.all(good[: good.sum()])  # the rows before the divergence are kept
+    # every row kept is below the divergence bound shared with the simulator
+    from dmft.params import DIVERGENCE_BOUND
+
+    assert np.all(res.observables["train_loss"][good] < DIVERGENCE_BOUND)
     # a step beyond Euler stability of the linear fit modes is refused up front, with the bound
     with pytest.raises(ParameterError, match=r"dt=0.2: allowed range is 0 < dt < .*0.1716"):
         solve(alpha=1.0, ratio=0.5, dt=0.2)

@@ -12,9 +12,6 @@ KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
 # response and covariance of the spike-bulk cross direction (finite_size=True only)
 CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
-# A residual this large means the site (and the map) has left any meaningful range: stop there.
-_DIVERGED = 1e10
-
 # Bytes of per-sample state in the causal sweep: Gamma, d Delta/d xi_b and d ell_b/d xi_b,
 # each a (T+1) x (T+1) float64 matrix per sample.
 _STATE_MATRICES = 3
