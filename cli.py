@@ -123,7 +123,7 @@ def solve(model, out, resume, quiet, **options):
                                      "(the two-layer grid is uniform with step --dt)")
         result = solve_two_layer(**options, **run)
     click.echo(result.summary())
-    click.echo(_curve_table(result.observables))
+    click.echo(_curve_table(result))
     if out:
         click.echo(f"wrote {out}")
     if not result.success:
@@ -138,10 +138,14 @@ def _cli_default(name):
     raise KeyError(name)
 
 
-def _curve_table(obs, rows=10):
-    """A few log-spaced times of the loss curves (and order parameters where present)."""
+def _curve_table(result, rows=10):
+    """A few log-spaced times of the loss curves (and order parameters where present), with the
+    result's Monte-Carlo errors, training-set spread and diagnostics where it has them."""
     import numpy as np
 
+    from dmft.solvers.result import curve_error
+
+    obs, diag = result.observables, result.diagnostics
     tau = np.asarray(obs["tau"])
     names = [n for n in ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "spike_bulk_cross") if n in obs]
     idx = np.unique(np.concatenate([[0], np.searchsorted(tau, np.geomspace(max(tau[1], 1e-12), tau[-1], rows - 1))]))
@@ -149,20 +153,21 @@ def _curve_table(obs, rows=10):
     head = f"  {'tau':>9}" + "".join(f"{n:>12}" for n in names)
     lines = [head] + [f"  {tau[i]:9.4g}" + "".join(f"{np.asarray(obs[n])[i]:12.5g}" for n in names) for i in idx]
     for name in ("train_loss", "test_loss"):
-        err = obs.get(name + "_mc_err")
+        err = curve_error(result.errors, name, kinds=("mc",))
         if err is not None and np.all(np.isfinite(err)):
             lines.append(f"  Monte-Carlo standard error of {name} (sampling seeds): max over time {np.max(err):.2g}")
-    if "test_loss_dataset_sd" in obs:
-        t_test = np.asarray(obs["t_test_datasets"])
+    sd = result.dataset_bands.get("sd", {}).get("test_loss")
+    if sd is not None:
+        t_test = np.asarray(diag["t_test_datasets"])
         done = t_test[np.isfinite(t_test)]
         lines.append(f"  spread over {len(t_test)} training sets: max sd of the test loss "
-                     f"{np.nanmax(obs['test_loss_dataset_sd']):.3g}; test loss below half its start in "
+                     f"{np.nanmax(sd):.3g}; test loss below half its start in "
                      f"{len(done)} of {len(t_test)}"
                      + (f", at τ = {np.mean(done):.4g} ± {np.std(done, ddof=1) if len(done) > 1 else 0:.2g} (sd)"
                         if len(done) else ""))
-    if "dropped_u_mass" in obs:
+    if "dropped_u_mass" in diag:
         lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
-                     f"{float(np.asarray(obs['dropped_u_mass'])):.2g}")
+                     f"{float(np.asarray(diag['dropped_u_mass'])):.2g}")
     return "\n".join(lines)
 
 
@@ -182,6 +187,9 @@ def simulate(out, quiet, **options):
     if out:
         result.save(out)
         click.echo(f"wrote {out}")
+    if result.diverged_seeds:
+        click.echo(f"Error: diverged: {result.divergence()} (lower --dt)", err=True)
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ info
@@ -248,8 +256,8 @@ def _print_agreement(theory, sims, control_variate):
         except FileFormatError:  # another DMFT file given as a simulation: nothing to test
             continue
         try:
-            theory = {**rec.observables, **{k + "_sampling_runs": v for k, v in rec.sampling_runs.items()}}
-            results = against_simulation(rec.tau, theory, sim, control_variate=control_variate)
+            results = against_simulation(rec.tau, rec.observables, sim, control_variate=control_variate,
+                                         theory_runs=rec.sampling_runs)
         except ValueError as err:
             click.echo(f"{Path(path).name}: no agreement figure ({err})")
             continue

@@ -117,16 +117,18 @@ def max_deviation(theory, per_seed, theory_runs=None, u4=None, threshold: float 
 
 
 def against_simulation(theory_tau, theory_observables, sim, names=("train_loss", "test_loss"),
-                       control_variate: bool = True, bootstrap: int = 2000, seed: int = 0) -> dict:
+                       control_variate: bool = True, bootstrap: int = 2000, seed: int = 0,
+                       theory_runs=None) -> dict:
     """:func:`max_deviation` of a theory's curves against a :class:`dmft.simulator.SimulationResult`
     with per-seed curves, at the simulation's recorded times tau > 0 inside the theory's range (the
     theory linearly interpolated there; use the same Euler step and record times for an exact
     match).  The networks' mean is the m4 control-variate estimate when ``control_variate`` and the
     training sets' moments are known (4 or more seeds), else the plain seed mean.  With fewer than
     MIN_BOOTSTRAP_SEEDS seeds there is no exact-theory distribution (``exact_theory`` None).  When the
-    theory carries its sampling runs (``<name>_sampling_runs``, runs x time: a finite-size solve with
-    replicas >= 2), the theory is their mean and its own Monte-Carlo error is combined with the networks'
-    (``theory_runs`` of :func:`max_deviation`); otherwise it is not included.  Returns name -> the
+    theory carries its sampling runs (``theory_runs[name]``, runs x time: ``SolverResult.sampling_runs``
+    of a finite-size solve with replicas >= 2), the theory is their mean and its own Monte-Carlo
+    error is combined with the networks' (``theory_runs`` of :func:`max_deviation`); otherwise it is
+    not included.  Returns name -> the
     max_deviation dict plus ``tau_of_max``, ``mean`` (which estimate), ``seeds`` and ``theory_runs`` (how
     many theory runs were combined, 0 if none); names missing on either side are skipped."""
     if not getattr(sim, "per_seed", None):
@@ -147,7 +149,7 @@ def against_simulation(theory_tau, theory_observables, sim, names=("train_loss",
         if control_variate and sim.data_moments is not None and "u4" in sim.data_moments and len(y) >= 4:
             u4 = np.asarray(sim.data_moments["u4"], dtype=float)[keep]
         curve = np.interp(tau_s[live], tau_t, np.asarray(theory_observables[name], dtype=float))
-        runs = theory_observables.get(name + "_sampling_runs")
+        runs = (theory_runs or {}).get(name)
         runs = None if runs is None else np.atleast_2d(np.asarray(runs, dtype=float))
         if runs is not None and (runs.shape[0] < 2 or runs.shape[1] != tau_t.shape[0]):
             runs = None  # one kept run carries no error estimate

@@ -48,14 +48,8 @@ def describe(path: str | os.PathLike) -> str:
             for key, value in f["parameters"].attrs.items():
                 lines.append(f"  {key} = {_decode_attr(value)}")
         lines.append("datasets:")
-        n_seed_groups = 0
 
         def visit(name, obj):
-            nonlocal n_seed_groups
-            if name.startswith("seeds/"):
-                parts = name.split("/")
-                if len(parts) >= 2 and parts[1] != "0":
-                    return  # list one seed group only; the others have the same layout
             if isinstance(obj, h5py.Dataset):
                 extra = ""
                 if obj.ndim == 1 and obj.size and obj.dtype.kind == "f":
@@ -63,9 +57,6 @@ def describe(path: str | os.PathLike) -> str:
                 lines.append(f"  /{name}  {obj.shape} {obj.dtype}{extra}")
 
         f.visititems(visit)
-        if "seeds" in f:
-            n_seed_groups = len(f["seeds"])
-            lines.append(f"  (/seeds holds {n_seed_groups} seed groups of the layout of /seeds/0)")
     return "\n".join(lines)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from .solvers.settings import setting, validate
 from .solvers.validation import (
     ParameterError,
@@ -35,6 +37,8 @@ from .solvers.validation import (
 )
 
 __all__ = [
+    "DIVERGENCE_BOUND",
+    "diverged",
     "ParameterError",
     "require",
     "check_positive",
@@ -75,6 +79,17 @@ def t_max_setting(default=12.0):
     """Final time tau (default 12)."""
     return setting(default, "Final time τ = η t / D. Grokking at alpha ≥ 1 takes longer, e.g. 300.",
                    check=positive(1e6))
+
+
+#: A residual |Delta| or a loss this large (or non-finite) means a run has left any meaningful range:
+#: the DMFT sweep and the simulator both stop there, and every row they keep lies below it.
+DIVERGENCE_BOUND = 1e10
+
+
+def diverged(values) -> bool:
+    """True if any of ``values`` is non-finite or at least :data:`DIVERGENCE_BOUND` in magnitude."""
+    with np.errstate(invalid="ignore"):
+        return not np.all(np.abs(values) < DIVERGENCE_BOUND)
 
 
 def as_dict(obj: Any) -> dict:

@@ -7,7 +7,8 @@ drawn; everything else is plotted exactly as stored):
 
 * left panel, train loss (blue) and test loss (red):
   DMFT files as lines, with a band of ±1 Monte-Carlo standard error where the file stores one
-  (``<name>_mc_err``, the spread over sampling replicas, else ``<name>_batch_err``);
+  (:func:`dmft.solvers.result.curve_error`: ``/errors/mc``, the spread over sampling replicas, else
+  ``/errors/batch``), and the training sets' 16-84% band (``/dataset_bands``) where it has one;
   simulation files as markers with error bars of the seed standard error ``std / sqrt(seeds)``
   (all records are in the line; markers and bars are drawn at about 40 log-spaced records);
   the lazy (NTK kernel-flow) reference of simulation files (``/lazy_reference``) dashed;
@@ -44,10 +45,6 @@ CHECKED_PARAMETERS = ("alpha", "ratio", "eps", "noise", "dt")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINESTYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 _N_MARKERS = 40
-#: Monte-Carlo standard errors of DMFT curves, in order of preference: ``_mc_err`` the spread over
-#: independent sampling replicas (the error of the solve), ``_batch_err`` the within-run spread of
-#: the train loss over batches of sites
-_ERROR_SUFFIXES = ("_mc_err", "_batch_err")
 
 
 class ParameterMismatchError(ParameterError):
@@ -57,7 +54,8 @@ class ParameterMismatchError(ParameterError):
 @dataclasses.dataclass
 class Curves:
     """One result, normalised for plotting.  ``errors`` name -> standard error of the plotted
-    curve (Monte-Carlo for DMFT, seed standard error for simulations)."""
+    curve (Monte-Carlo for DMFT, seed standard error for simulations); ``lazy`` name -> the lazy
+    reference's mean curve (simulations)."""
 
     role: str  # "dmft" or "sim"
     name: str  # file name or a short description, for messages and labels
@@ -74,6 +72,8 @@ class Curves:
     estimator: str = ""
     #: DMFT (finite-size, replicas >= 2): name -> the kept sampling runs whose mean is the curve (runs x time)
     sampling_runs: dict = dataclasses.field(default_factory=dict)
+    #: DMFT with training-set replicas: stat ("mean", "sd", "q16", "q84") -> name -> curve
+    dataset_bands: dict = dataclasses.field(default_factory=dict)
 
     @property
     def seeds(self) -> int | None:
@@ -81,47 +81,45 @@ class Curves:
         return int(s) if s is not None else None
 
 
+def _from_simulation(result, name: str, control_variate: bool = True) -> Curves:
+    params = dict(result.parameters)
+    seeds = max(int(params.get("seeds") or 1), 1)
+    spread = {k: np.asarray(v, float) for k, v in result.std.items()}
+    errors = {k: v / math.sqrt(seeds) for k, v in spread.items()}
+    means = {k: np.asarray(v, float) for k, v in result.observables.items()}
+    estimator = "seed mean"
+    if control_variate and result.per_seed and seeds >= 4 and result.data_moments is not None:
+        # the regression on the training sets' m4 (known mean 3): the same expectation as the seed
+        # mean with a 1.5-5x smaller error in the grokking regime (docs/finite-size.md, section 6)
+        for k in means:
+            if k in result.per_seed:
+                means[k], errors[k] = result.seed_mean(k)
+        estimator = "m4 control variate"
+    lazy = result.lazy
+    lazy = {k: np.asarray(v, float) for k, v in lazy["observables"].items()} if lazy else None
+    return Curves("sim", name, "simulation", params, np.asarray(result.tau, float), means, errors, lazy, spread,
+                  estimator)
+
+
 def _from_raw(raw: Mapping, name: str, control_variate: bool = True) -> Curves:
     kind = str(raw.get("attrs", {}).get("kind", ""))
-    params = dict(raw.get("parameters", {}))
     obs = raw.get("observables")
     if obs is None or "tau" not in obs:
         raise ParameterError(f"invalid file {name}: it has no /observables/tau (kind {kind!r})")
-    tau = np.asarray(obs["tau"], dtype=float)
     if kind == "simulation":
-        names = [k for k in obs if k != "tau" and not k.endswith("_std")]
-        seeds = max(int(params.get("seeds") or 1), 1)
-        spread = {k: np.asarray(obs[k + "_std"], float) for k in names if k + "_std" in obs}
-        errors = {k: v / math.sqrt(seeds) for k, v in spread.items()}
-        means = {k: np.asarray(obs[k], float) for k in names}
-        lazy = raw.get("lazy_reference")
-        estimator = "seed mean"
-        if control_variate and raw.get("seeds") and seeds >= 4:
-            # the regression on the training sets' m4 (known mean 3): the same expectation as the seed
-            # mean with a 1.5-5x smaller error in the grokking regime (docs/finite-size.md, section 6)
-            from .simulator import SimulationResult
+        from .simulator import SimulationResult
 
-            result = SimulationResult.from_raw(raw)
-            if result.data_moments is not None:
-                for k in names:
-                    if k in result.per_seed:
-                        means[k], errors[k] = result.seed_mean(k)
-                estimator = "m4 control variate"
-        return Curves("sim", name, kind, params, tau, means, errors,
-                      {k: np.asarray(v, float) for k, v in lazy.items()} if lazy else None, spread, estimator)
-    names = [k for k in obs if k != "tau" and not k.endswith(_ERROR_SUFFIXES) and np.ndim(obs[k]) == 1
-             and np.shape(obs[k]) == tau.shape]
-    errors = {}
-    for k in names:
-        for suffix in _ERROR_SUFFIXES:  # the first stored one that is not all NaN
-            err = np.asarray(obs.get(k + suffix, np.nan), float)
-            if err.shape == tau.shape and np.isfinite(err).any():
-                errors[k] = err
-                break
-    runs = {k[: -len("_sampling_runs")]: np.asarray(v, float) for k, v in obs.items()
-            if k.endswith("_sampling_runs") and np.ndim(v) == 2 and np.shape(v)[1] == tau.shape[0]}
-    return Curves("dmft", name, kind, params, tau, {k: np.asarray(obs[k], float) for k in names}, errors,
-                  sampling_runs=runs)
+        return _from_simulation(SimulationResult.from_raw(raw), name, control_variate)
+    from .solvers.result import curve_error
+
+    tau = np.asarray(obs["tau"], dtype=float)
+    curves = {k: np.asarray(v, float) for k, v in obs.items() if k != "tau"}
+    errors = {k: err for k in curves if (err := curve_error(raw.get("errors"), k)) is not None}
+    runs = {k: np.asarray(v, float) for k, v in raw.get("sampling_runs", {}).items()}
+    bands = {stat: {k: np.asarray(v, float) for k, v in by_name.items()}
+             for stat, by_name in raw.get("dataset_bands", {}).items()}
+    return Curves("dmft", name, kind, dict(raw.get("parameters", {})), tau, curves, errors, sampling_runs=runs,
+                  dataset_bands=bands)
 
 
 def load_curves(source: Any, control_variate: bool = True) -> Curves:
@@ -143,19 +141,13 @@ def load_curves(source: Any, control_variate: bool = True) -> Curves:
     from .simulator import SimulationResult
 
     if isinstance(source, SimulationResult):
-        obs = {"tau": source.tau, **source.observables, **{k + "_std": v for k, v in source.std.items()}}
-        seeds = {str(k): {"observables": {n: v[k] for n, v in source.per_seed.items()}}
-                 for k in range(next(iter(source.per_seed.values())).shape[0])} if source.per_seed else {}
-        raw = {"attrs": {"kind": "simulation"}, "parameters": source.parameters, "observables": obs, "seeds": seeds}
-        if source.data_moments is not None:
-            raw["data_moments"] = source.data_moments
-        if source.lazy is not None:
-            raw["lazy_reference"] = source.lazy
-        return _from_raw(raw, "simulation", control_variate)
+        return _from_simulation(source, "simulation", control_variate)
     if hasattr(source, "observables") and hasattr(source, "parameters"):  # SolverResult
         kind = getattr(source, "kind", "") or "dmft"
         return _from_raw({"attrs": {"kind": kind}, "parameters": source.parameters,
-                          "observables": source.observables}, kind)
+                          "observables": source.observables, "errors": getattr(source, "errors", {}),
+                          "sampling_runs": getattr(source, "sampling_runs", {}),
+                          "dataset_bands": getattr(source, "dataset_bands", {})}, kind)
     raise TypeError(f"cannot plot a {type(source).__name__}: give a result file path or a result object")
 
 
@@ -300,7 +292,8 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                 band.set_gid(f"band:{i}:{name}")
             if fraction_marks:
                 _mark_crossing(ax_loss, rec.tau, y, color)
-            lo, hi = rec.observables.get(name + "_dataset_q16"), rec.observables.get(name + "_dataset_q84")
+            lo = rec.dataset_bands.get("q16", {}).get(name)
+            hi = rec.dataset_bands.get("q84", {}).get(name)
             if lo is not None and hi is not None:  # spread over training sets (solve ... --datasets R)
                 band = ax_loss.fill_between(rec.tau[pos], np.asarray(lo)[pos], np.asarray(hi)[pos], color=color,
                                             alpha=0.12, lw=0, hatch="//",
@@ -317,7 +310,7 @@ def compare(theory_files_or_results: Any = (), sim_files: Any = (), force: bool 
                                            lw=0)
                 band.set_gid(f"band:{i}:spike")
 
-    spread = any(name + "_dataset_q16" in r.observables for r in dmft for name in ("train_loss", "test_loss"))
+    spread = any(name in r.dataset_bands.get("q16", {}) for r in dmft for name in ("train_loss", "test_loss"))
     for j, rec in enumerate(sims):
         marker = _MARKERS[j % len(_MARKERS)]
         idx = _marker_indices(rec.tau)

@@ -1,72 +1,8 @@
 """Network simulator: the ground truth the DMFT is checked against.
 
-Model (conventions of :mod:`dmft.params`)
------------------------------------------
-* inputs x ~ N(0, I_D / D); P = round(ratio * D) training points;
-* teacher beta ~ N(0, I_D) rescaled to |beta|^2 = D exactly (this removes a trivial O(D^-1/2)
-  fluctuation of the target scale), labels y = (beta.x)^2 / 2 + noise * xi, xi ~ N(0, 1);
-* student f(x) = alpha (1/N) sum_i [phi(w_i.x) - phi(w_i(0).x)], phi(h) = h + (eps/2) h^2,
-  w_i(0) ~ N(0, I_D) (centered: f = 0 at t = 0);
-* loss L = (1/P) sum_mu Delta_mu^2, Delta = y - f; gradient descent with lr = eta N / alpha^2:
-
-      w_i <- w_i + (2 eta / (alpha P)) sum_mu Delta_mu (1 + eps w_i.x_mu) x_mu,
-
-  time tau = eta t / D; a step of h = ``dt`` in tau is eta = h D.
-
-Two engines
------------
-* **explicit** (finite ``width`` N): the N x D weight matrix W is trained as written above.
-* **reduced** (``width=inf``, exact infinite-width network): phi' is affine, so every neuron obeys
-  the same linear update and w_i(t) = A(t) w_i(0) + b(t) with A(0) = I, b(0) = 0,
-
-      A <- A + (2 eta eps / (alpha P)) X^T diag(Delta) X A,
-      b <- b + (2 eta / (alpha P)) X^T (Delta + eps Delta * (X b)),
-
-  and f(x) = alpha [ (A v0 + b - v0).x + (eps/2)( x^T A M0 A^T x + 2 (b.x)(x^T A v0) + (b.x)^2 - x^T M0 x ) ]
-  with M0 = W0^T W0 / N, v0 = mean_i w_i(0); for N = inf, M0 = I and v0 = 0.  The same class with a
-  sampled W0 (``ReducedNetwork(problem, ..., W0=W0)``) reproduces the explicit network to round-off
-  (tested).  Cost per full-batch step: O(P D^2) (X A, then X^T diag(Delta) X A); x^T A A^T x on the
-  training points are the row norms of X A.
-
-Minibatch SGD (``batch=B``) and its time convention
----------------------------------------------------
-Each step draws B distinct training points uniformly (without replacement within the step,
-independently across steps) and takes a gradient step on the batch loss (1/B) sum_{mu in batch} Delta_mu^2
-with learning rate (B/P) eta N / alpha^2, i.e.
-
-      w_i <- w_i + (2 eta / (alpha P)) sum_{mu in batch} Delta_mu (1 + eps w_i.x_mu) x_mu,
-
-and advances tau by eta (B/P) / D = h B / P.  So every training point enters with the same weight per
-unit tau as in full-batch GD, the expected update per unit tau is the full-batch gradient flow, tau
-counts epochs (one epoch = P/B steps = one full-batch step h), the Euler-stability bound on h does
-not get worse as B shrinks, and B = P is exactly full-batch GD (for B = P the batch is the whole
-training set in its natural order, so the arithmetic is bit-for-bit the full-batch one; tested).
-
-Observables (recorded at every record time; the DMFT uses the same names)
---------------------------------------------------------------------------
-With bhat = beta / |beta| and, for every width, the decomposition w_i = A w_i(0) + b (the explicit
-engine carries b(t) along: its recursion above is closed given the residuals Delta, O(P D) per
-step, so A w_i(0) = w_i - b exactly without ever forming A):
-
-* ``train_loss``     (1/P) sum_mu (f(x_mu) - y_mu)^2 with the noisy labels;
-* ``test_loss``      exact population loss E_x[(f(x) - (beta.x)^2/2)^2] against the *clean* target
-                     (f is quadratic in x; see :func:`dmft.lazy.quadratic_population_loss`);
-* ``spike``          (1/D) E_i[(bhat.(w_i - b))^2] = (1/D) bhat^T A M0 A^T bhat   (~ 1/D at t = 0);
-* ``bulk``           (1/D) E_i[|w_i - b|^2 - (bhat.(w_i - b))^2] = (Tr A M0 A^T - bhat^T A M0 A^T bhat) / D;
-* ``mean_norm``      |b|^2 / D;
-* ``mean_overlap``   b.bhat;
-* ``teacher_moment`` E_i[(bhat.w_i)^2] (raw second moment, not divided by D);
-* ``spike_bulk_cross`` |g|^2 / D^2 with g = P_perp A M0 A^T bhat = E_i[(A w_i(0))_perp (bhat.A w_i(0))], the
-                     cross covariance between the teacher spike and the bulk directions (zero at t = 0;
-                     O(1) once s = O(1): the learned direction is not bhat, see docs/finite-size.md);
-* ``ntk_alignment``  y^T K y / (||K||_F |y|^2) for the current NTK on the training set,
-                     K(x, x') = (alpha^2 / N) sum_i phi'(w_i.x) phi'(w_i.x') x.x' (alpha^2 cancels).
-                     For N = inf, E over w(0) in closed form:
-                     K / alpha^2 = [(1 + eps m)(1 + eps m') + eps^2 x^T A A^T x'] (x.x'),  m = b.x;
-                     (finite-N reduced: + eps[(1 + eps m)(x'^T A v0) + (1 + eps m')(x^T A v0)], M0 in the
-                     last term).  Computed on the first min(P, 1000) training points (a fixed random
-                     subset, the points being i.i.d.), with the noisy labels y.
-E_i is the mean over the N neurons (the expectation over w(0) for N = inf).
+The model, the two engines (explicit finite width, reduced infinite width), minibatch SGD and the
+recorded observables are described in :mod:`dmft.networks`; the record and its I/O in
+:mod:`dmft.simulation_result`.
 
 Training-set moments and the control-variate seed mean
 -----------------------------------------------------
@@ -98,8 +34,31 @@ from typing import Any
 
 import numpy as np
 
-from .lazy import kernel_flow, quadratic_population_loss
-from .params import ParameterError, SimulationSettings, TwoLayerModel, as_dict, check_int, check_positive, require
+from .lazy import kernel_flow
+from .networks import (
+    MOMENT_ORDERS,
+    NTK_POINTS,
+    OBSERVABLES,
+    SEEDING,
+    ExplicitNetwork,
+    Problem,
+    ReducedNetwork,
+    make_problem,
+    seed_streams,
+    training_set_moments,
+)
+from .params import (
+    DIVERGENCE_BOUND,
+    ParameterError,
+    SimulationSettings,
+    TwoLayerModel,
+    as_dict,
+    check_int,
+    check_positive,
+    diverged,
+    require,
+)
+from .simulation_result import SimulationResult, control_variate_mean
 
 __all__ = [
     "simulate",
@@ -117,457 +76,11 @@ __all__ = [
     "MOMENT_ORDERS",
 ]
 
-MOMENT_ORDERS = (2, 4, 6)  # recorded empirical moments of the teacher field u = beta.x over the training set
-SEEDING = "SeedSequence(seed+k).spawn(3): data, weights, batches"  # stored in every result's parameters
-
-
-OBSERVABLES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "mean_overlap", "teacher_moment",
-               "ntk_alignment", "spike_bulk_cross")
-NTK_POINTS = 1000  #: the NTK alignment uses the first min(P, NTK_POINTS) training points
 MEMORY_LIMIT_BYTES = 4 * 2**30  #: refuse requests whose arrays would exceed this (float64)
 MAX_STEPS = 10**9
 
 SGD_CONVENTION = ("step on batch-mean loss with lr (B/P) eta N/alpha^2; tau advances eta (B/P)/D per step "
                   "(tau counts epochs; B = P is full batch)")
-
-
-# ----------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class Problem:
-    """One training set and its teacher."""
-
-    X: np.ndarray  # (P, D), rows ~ N(0, I/D)
-    y: np.ndarray  # (P,) labels incl. noise
-    y_clean: np.ndarray  # (P,) (beta.x)^2/2
-    beta: np.ndarray  # (D,), |beta|^2 = D
-
-    @property
-    def P(self) -> int:
-        return self.X.shape[0]
-
-    @property
-    def D(self) -> int:
-        return self.X.shape[1]
-
-    @property
-    def bhat(self) -> np.ndarray:
-        return self.beta / np.linalg.norm(self.beta)
-
-    def target(self, x) -> np.ndarray:
-        """Clean target (beta.x)^2 / 2 for inputs x (M, D)."""
-        return 0.5 * (np.atleast_2d(x) @ self.beta) ** 2
-
-
-def make_problem(dim: int, n_points: int, noise: float, rng: np.random.Generator) -> Problem:
-    """Draw beta (rescaled to |beta|^2 = D), then X (P x D, entries N(0, 1/D)), then xi; y = (beta.x)^2/2 + noise xi."""
-    beta = rng.standard_normal(dim)
-    beta *= math.sqrt(dim) / np.linalg.norm(beta)
-    X = rng.standard_normal((n_points, dim)) / math.sqrt(dim)
-    xi = rng.standard_normal(n_points)
-    y_clean = 0.5 * (X @ beta) ** 2
-    return Problem(X=X, y=y_clean + noise * xi, y_clean=y_clean, beta=beta)
-
-
-# ------------------------------------------------------------------------- networks
-class _Network:
-    """Common interface: ``step(rows)``, ``train_loss()``, ``predict(x)``, ``test_loss()``, ``observables()``."""
-
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, ntk_points: int = NTK_POINTS):
-        self.problem = problem
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.eta = float(eta)
-        self.lr_factor = 2.0 * self.eta / (self.alpha * problem.P)  # 2 eta / (alpha P)
-        self.ntk_points = min(problem.P, int(ntk_points))
-        self.b = np.zeros(problem.D)
-        self._full = None  # cached fields of the current state on the whole training set
-        self._gram_ntk = None
-
-    # engine-specific: _fields(rows) -> (f, aux) ; _update(rows, X_rows, delta, aux); _quadratic_form()
-    def _rows(self, rows):
-        return (self.problem.X, self.problem.y) if rows is None else (self.problem.X[rows], self.problem.y[rows])
-
-    def _full_fields(self):
-        if self._full is None:
-            self._full = self._fields(None)
-        return self._full
-
-    def outputs(self) -> np.ndarray:
-        """f on the training points."""
-        return self._full_fields()[0]
-
-    def residual(self) -> np.ndarray:
-        """Delta = y - f on the training points."""
-        return self.problem.y - self.outputs()
-
-    def train_loss(self) -> float:
-        d = self.residual()
-        return float(d @ d) / self.problem.P
-
-    def step(self, rows=None) -> bool:
-        """One (S)GD step on the rows ``rows`` (None: all, full batch).  Returns False if it diverged."""
-        X, y = self._rows(rows)
-        f, aux = self._full_fields() if rows is None else self._fields(rows)
-        delta = y - f
-        if not np.all(np.isfinite(delta)):
-            return False
-        m = X @ self.b
-        self._update(X, delta, aux)
-        self.b += self.lr_factor * (X.T @ (delta * (1.0 + self.eps * m)))
-        self._full = None
-        return True
-
-    def quadratic_form(self):
-        """(S, g) with f(x) = alpha [g.x + (eps/2) x^T S x], S symmetric."""
-        return self._quadratic_form()
-
-    def predict(self, x) -> np.ndarray:
-        x = np.atleast_2d(np.asarray(x, dtype=float))
-        S, g = self.quadratic_form()
-        return self.alpha * (x @ g + 0.5 * self.eps * np.einsum("ij,ij->i", x @ S, x))
-
-    def test_loss(self) -> float:
-        S, g = self.quadratic_form()
-        beta = self.problem.beta
-        B = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
-        return quadratic_population_loss(B, self.alpha * g)
-
-    def _alignment(self, kernel_over_gram: np.ndarray) -> float:
-        n = self.ntk_points
-        if self._gram_ntk is None:
-            Xs = self.problem.X[:n]
-            self._gram_ntk = Xs @ Xs.T
-        K = kernel_over_gram * self._gram_ntk
-        ys = self.problem.y[:n]
-        denom = np.linalg.norm(K) * float(ys @ ys)
-        return float(ys @ K @ ys / denom) if denom > 0 else float("nan")
-
-    def observables(self) -> dict:
-        """All recorded order parameters of the current state (see module docstring)."""
-        raise NotImplementedError
-
-
-class ReducedNetwork(_Network):
-    """w_i = A w_i(0) + b.  ``W0=None``: exact infinite-width network (M0 = I, v0 = 0); else the
-    finite-N network with these initial weights (N x D), through M0 = W0^T W0/N and v0 = mean w_i(0)."""
-
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0=None, ntk_points: int = NTK_POINTS):
-        super().__init__(problem, alpha, eps, eta, ntk_points)
-        D = problem.D
-        self.A = np.eye(D)
-        X = problem.X
-        if W0 is None:
-            self.M0 = None
-            self.v0 = None
-            self.q0 = np.einsum("ij,ij->i", X, X)  # |x_mu|^2
-        else:
-            W0 = np.asarray(W0, dtype=float)
-            self.M0 = W0.T @ W0 / W0.shape[0]
-            self.v0 = W0.mean(axis=0)
-            self.q0 = np.einsum("ij,ij->i", X @ self.M0, X)  # x^T M0 x
-            self.Xv0 = X @ self.v0
-
-    @property
-    def infinite(self) -> bool:
-        return self.M0 is None
-
-    def _fields(self, rows):
-        X, _ = self._rows(rows)
-        q0 = self.q0 if rows is None else self.q0[rows]
-        XA = X @ self.A
-        m = X @ self.b
-        if self.infinite:
-            quad = np.einsum("ij,ij->i", XA, XA)
-            f = self.alpha * (m + 0.5 * self.eps * (quad + m * m - q0))
-        else:
-            quad = np.einsum("ij,ij->i", XA @ self.M0, XA)
-            p = XA @ self.v0
-            xv0 = self.Xv0 if rows is None else self.Xv0[rows]
-            f = self.alpha * (p + m - xv0 + 0.5 * self.eps * (quad + 2.0 * m * p + m * m - q0))
-        return f, XA
-
-    def _update(self, X, delta, XA):
-        self.A += (self.lr_factor * self.eps) * (X.T @ (delta[:, None] * XA))
-
-    def _second_moment(self):
-        """C = A M0 A^T (= A A^T for N = inf)."""
-        if self.infinite:
-            return self.A @ self.A.T
-        return self.A @ self.M0 @ self.A.T
-
-    def _quadratic_form(self):
-        A, b = self.A, self.b
-        C = self._second_moment()
-        if self.infinite:
-            S = C + np.outer(b, b) - np.eye(len(b))
-            g = b.copy()
-        else:
-            Av0 = A @ self.v0
-            S = C + np.outer(Av0, b) + np.outer(b, Av0) + np.outer(b, b) - self.M0
-            g = Av0 + b - self.v0
-        return S, g
-
-    def observables(self) -> dict:
-        P, D = self.problem.P, self.problem.D
-        bhat = self.problem.bhat
-        f, XA = self._full_fields()
-        delta = self.problem.y - f
-        C = self._second_moment()
-        b = self.b
-        A = self.A
-        # test loss from the same C (avoid recomputing it)
-        if self.infinite:
-            S = C + np.outer(b, b) - np.eye(D)
-            g = b
-        else:
-            Av0 = A @ self.v0
-            S = C + np.outer(Av0, b) + np.outer(b, Av0) + np.outer(b, b) - self.M0
-            g = Av0 + b - self.v0
-        beta = self.problem.beta
-        Bq = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
-        test = quadratic_population_loss(Bq, self.alpha * g)
-        Cb_hat = C @ bhat
-        sCs = float(bhat @ Cb_hat)
-        cross = Cb_hat - sCs * bhat
-        bb = float(b @ bhat)
-        if self.infinite:
-            teacher = sCs + bb * bb
-        else:
-            teacher = sCs + 2.0 * bb * float(bhat @ (A @ self.v0)) + bb * bb
-        # NTK alignment on the first n training points
-        n = self.ntk_points
-        R = XA[:n]
-        a = 1.0 + self.eps * (self.problem.X[:n] @ b)
-        if self.infinite:
-            kog = np.outer(a, a) + self.eps**2 * (R @ R.T)
-        else:
-            p = R @ self.v0
-            kog = (np.outer(a, a) + self.eps * (np.outer(a, p) + np.outer(p, a))
-                   + self.eps**2 * (R @ self.M0 @ R.T))
-        return {
-            "train_loss": float(delta @ delta) / P,
-            "test_loss": test,
-            "spike": sCs / D,
-            "bulk": (float(np.trace(C)) - sCs) / D,
-            "mean_norm": float(b @ b) / D,
-            "mean_overlap": bb,
-            "teacher_moment": teacher,
-            "ntk_alignment": self._alignment(kog),
-            "spike_bulk_cross": float(cross @ cross) / D**2,
-        }
-
-
-class ExplicitNetwork(_Network):
-    """The finite-width network with explicit weights W (N x D), initial W0 (N x D).
-
-    Also carries b(t) (closed recursion driven by the residuals, see the module docstring), so that
-    w_i - b = A w_i(0) and the order parameters are defined exactly as for the reduced engine.
-    Cost per full-batch step: two GEMMs of P N D (pre-activations, weight update) plus O(P D + N D)."""
-
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0, ntk_points: int = NTK_POINTS):
-        super().__init__(problem, alpha, eps, eta, ntk_points)
-        self.W0 = np.array(W0, dtype=float)
-        self.W = self.W0.copy()
-        self.N = self.W0.shape[0]
-        self.w0_mean = self.W0.mean(axis=0)
-        H0 = problem.X @ self.W0.T  # (P, N) initial pre-activations (same BLAS call as in _fields)
-        self.q0 = np.einsum("ij,ij->i", H0, H0) / self.N  # E_i (w_i(0).x_mu)^2
-
-    def _fields(self, rows):
-        # f = alpha [ (wbar - wbar0).x + (eps/2) (E_i (w_i.x)^2 - E_i (w_i(0).x)^2) ]: one GEMM and one
-        # fused pass over the (rows x N) pre-activations (f = 0 exactly at t = 0).
-        X, _ = self._rows(rows)
-        q0 = self.q0 if rows is None else self.q0[rows]
-        H = X @ self.W.T
-        quad = np.einsum("ij,ij->i", H, H) / self.N
-        f = self.alpha * (X @ (self.W.mean(axis=0) - self.w0_mean) + (0.5 * self.eps) * (quad - q0))
-        return f, H
-
-    def _update(self, X, delta, H):
-        # sum_mu delta_mu (1 + eps h_i,mu) x_mu = X^T delta + eps (H^T (delta * X))_i
-        dX = delta[:, None] * X
-        G = (self.eps * self.lr_factor) * (H.T @ dX)
-        G += self.lr_factor * (X.T @ delta)
-        self.W += G
-
-    def _quadratic_form(self):
-        N = self.N
-        S = (self.W.T @ self.W - self.W0.T @ self.W0) / N
-        S = 0.5 * (S + S.T)
-        g = self.W.mean(axis=0) - self.W0.mean(axis=0)
-        return S, g
-
-    def observables(self) -> dict:
-        P, D, N = self.problem.P, self.problem.D, self.N
-        bhat = self.problem.bhat
-        f, H = self._full_fields()
-        delta = self.problem.y - f
-        S, g = self._quadratic_form()
-        beta = self.problem.beta
-        Bq = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
-        Z = self.W - self.b  # = A w_i(0), rows
-        zb = Z @ bhat
-        spike_raw = float(zb @ zb) / N
-        cross = Z.T @ zb / N  # E_i[(A w_i(0)) (bhat.A w_i(0))]
-        cross -= float(cross @ bhat) * bhat
-        b = self.b
-        wb = self.W @ bhat
-        n = self.ntk_points
-        Phi = 1.0 + self.eps * H[:n]
-        kog = Phi @ Phi.T / N
-        return {
-            "train_loss": float(delta @ delta) / P,
-            "test_loss": quadratic_population_loss(Bq, self.alpha * g),
-            "spike": spike_raw / D,
-            "bulk": (float(np.sum(Z * Z)) / N - spike_raw) / D,
-            "mean_norm": float(b @ b) / D,
-            "mean_overlap": float(b @ bhat),
-            "teacher_moment": float(wb @ wb) / N,
-            "ntk_alignment": self._alignment(kog),
-            "spike_bulk_cross": float(cross @ cross) / D**2,
-        }
-
-
-# --------------------------------------------------------------------------- result
-@dataclasses.dataclass
-class SimulationResult:
-    """Seed-averaged simulation record.
-
-    ``parameters`` flat dict; ``tau`` (T,); ``observables`` name -> mean over seeds (T,); ``std`` name ->
-    sample standard deviation over seeds (ddof = 1; zeros for one seed); ``per_seed`` name -> (seeds, T);
-    ``lazy`` (optional) the NTK kernel-flow reference on the same data: ``train_loss``, ``test_loss``
-    (means), ``train_loss_std``, ``test_loss_std``, ``train_loss_per_seed``, ``test_loss_per_seed``;
-    ``info`` run metadata (wall time, diverged seeds), not part of the result's identity.
-    """
-
-    parameters: dict
-    tau: np.ndarray
-    observables: dict
-    std: dict
-    per_seed: dict
-    lazy: dict | None = None
-    info: dict = dataclasses.field(default_factory=dict)
-    data_moments: dict | None = None
-
-    # ---------------------------------------------------------------- helpers
-    def seed_mean(self, name: str, control_variate: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Estimate of E over training sets and initialisations of observable ``name`` and its standard error.
-
-        Without the control variate: the seed mean ybar and s / sqrt(n).  With it (the default, when the
-        training-set moments are known and there are at least 4 seeds): the regression estimator with
-        the known mean E[m_4] = 3 of the training set's fourth moment of u = beta.x,
-
-            y_k = a + c (m4_k - 3) + e_k   (least squares over seeds k, at every tau),  estimate = a,
-
-        whose standard error is sqrt(s_e^2 [(A^T A)^-1]_00), s_e^2 the residual variance with n - 2
-        degrees of freedom.  It is consistent for the same expectation as the seed mean (bias O(1/n))
-        and has variance (1 - R^2) times smaller, R the correlation of y with m_4: the spread of
-        grokking times over training sets is mostly the spread of m_4 (docs/finite-size.md).  At
-        tau = 0 the train loss is m_4 / 4, so the estimate is 3/4 with zero error.  Seeds with a
-        non-finite value at a time are left out at that time.
-        """
-        moments = None if (not control_variate or self.data_moments is None) else self.data_moments["u4"]
-        return control_variate_mean(self.per_seed[name], moments)
-
-    def first_below(self, name: str, fraction: float = 0.5, reference: float | None = None) -> float:
-        """First recorded tau at which the seed-mean of ``name`` is below ``fraction * reference``
-        (reference: its value at the first record, tau = 0).  nan if it never is."""
-        curve = np.asarray(self.observables[name])
-        ref = curve[0] if reference is None else reference
-        idx = np.nonzero(curve < fraction * ref)[0]
-        return float(self.tau[idx[0]]) if idx.size else float("nan")
-
-    def summary(self) -> str:
-        p = self.parameters
-        width = p["width"]
-        engine = "exact infinite-width (A, b) reduction" if width == math.inf else f"explicit network, N={width}"
-        batch = "full batch" if p.get("batch") is None else f"minibatch B={p['batch']}"
-        lines = [
-            f"simulation: alpha={p['alpha']:g} ratio={p['ratio']:g} eps={p['eps']:g} noise={p['noise']:g} "
-            f"D={p['dim']} P={p['P']}",
-            f"  {engine}; {batch}; dt={p['dt']:g} (eta={p['eta']:g}), {p['n_steps']} steps to tau={self.tau[-1]:g}; "
-            f"seeds {p['seed']}..{p['seed'] + p['seeds'] - 1}",
-        ]
-        n_seeds = int(p["seeds"])
-        asked = p.get("n_records")
-        records = f"  {len(self.tau)} records (tau = 0 plus log-spaced times"
-        if asked is not None and p.get("record_grid", "log") == "log" and len(self.tau) < int(asked) + 1:
-            records += (f"; of {int(asked) + 1} asked, {int(asked) + 1 - len(self.tau)} fell on an "
-                        "already recorded whole step")
-        lines.append(records + ")")
-        for name in ("train_loss", "test_loss"):
-            mean, sd = self.observables[name][-1], self.std[name][-1]
-            t_half = self.first_below(name)
-            spread = (f"seed sd {sd:.2g}, SE = sd/√{n_seeds} = {sd / math.sqrt(n_seeds):.2g}" if n_seeds > 1
-                      else "1 seed, no error bar")
-            lines.append(f"  final {name.replace('_', ' ')}: {mean:.6g}   ({spread}; "
-                         f"initial {self.observables[name][0]:.6g}; first below half of it: "
-                         + (f"τ = {t_half:g})" if math.isfinite(t_half) else f"never, up to τ = {self.tau[-1]:g})"))
-        if self.data_moments is not None and next(iter(self.per_seed.values())).shape[0] >= 4:
-            cv = {name: self.seed_mean(name) for name in ("train_loss", "test_loss")}
-            lines.append("  final, mean over training sets with the m4 control variate (seed_mean): "
-                         + ", ".join(f"{name.replace('_', ' ')} {cv[name][0][-1]:.6g} ± {cv[name][1][-1]:.2g}"
-                                     for name in cv)
-                         + " (± its standard error)")
-        if self.lazy is not None:
-            lines.append(f"  lazy (NTK) reference, final: train loss {self.lazy['train_loss'][-1]:.6g}, "
-                         f"test loss {self.lazy['test_loss'][-1]:.6g}")
-        if self.info.get("diverged_seeds"):
-            lines.append(f"  WARNING: diverged seeds {self.info['diverged_seeds']} (Euler step too large?)")
-        if "wall_time_s" in self.info:
-            lines.append(f"  wall time {self.info['wall_time_s']:.1f} s")
-        return "\n".join(lines)
-
-    # -------------------------------------------------------------------- I/O
-    def save(self, path):
-        """Write the HDF5 file (kind "simulation"); see :mod:`dmft.io` for the contract."""
-        from .io import write_h5
-
-        obs = {"tau": np.asarray(self.tau)}
-        for name, mean in self.observables.items():
-            obs[name] = np.asarray(mean)
-            obs[name + "_std"] = np.asarray(self.std[name])
-        seeds = {}
-        n_seeds = next(iter(self.per_seed.values())).shape[0]
-        for k in range(n_seeds):
-            seeds[str(k)] = {"observables": {name: np.asarray(v[k]) for name, v in self.per_seed.items()}}
-        data: dict[str, Any] = {"observables": obs, "seeds": seeds}
-        if self.lazy is not None:
-            data["lazy_reference"] = {k: np.asarray(v) for k, v in self.lazy.items()}
-        if self.data_moments is not None:
-            data["data_moments"] = {k: np.asarray(v) for k, v in self.data_moments.items()}
-        attrs = {k: (v if not isinstance(v, (list, tuple)) else str(list(v))) for k, v in self.info.items()}
-        return write_h5(path, kind="simulation", parameters=self.parameters, data=data, attrs=attrs)
-
-    @classmethod
-    def load(cls, path) -> "SimulationResult":
-        from .io import read_h5
-
-        return cls.from_raw(read_h5(path, kind="simulation"))
-
-    @classmethod
-    def from_raw(cls, raw: dict) -> "SimulationResult":
-        """The result held by a :func:`dmft.io.read_h5` dict of a simulation file."""
-        obs = raw["observables"]
-        tau = np.asarray(obs["tau"])
-        names = [k for k in obs if k != "tau" and not k.endswith("_std")]
-        observables = {k: np.asarray(obs[k]) for k in names}
-        std = {k: np.asarray(obs[k + "_std"]) for k in names}
-        seed_keys = sorted(raw.get("seeds", {}), key=int)
-        # a file written without its per-seed group (e.g. by hand through dmft.io) has only the summary
-        per_seed = ({k: np.stack([np.asarray(raw["seeds"][s]["observables"][k]) for s in seed_keys]) for k in names}
-                    if seed_keys else {})
-        lazy = None
-        if "lazy_reference" in raw:
-            lazy = {k: np.asarray(v) for k, v in raw["lazy_reference"].items()}
-        info = {k: raw["attrs"][k] for k in ("wall_time_s", "diverged_seeds") if k in raw["attrs"]}
-        parameters = dict(raw["parameters"])
-        if "data_moments" in raw:
-            moments = {k: np.asarray(v) for k, v in raw["data_moments"].items()}
-        else:  # files written before the moments were recorded: the data are a function of the seed
-            moments = _moments_from_parameters(parameters)
-        return cls(parameters=parameters, tau=tau, observables=observables, std=std,
-                   per_seed=per_seed, lazy=lazy, info=info, data_moments=moments)
 
 
 # ----------------------------------------------------------------------- validation
@@ -674,77 +187,12 @@ def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds
 
 
 # ------------------------------------------------------------------------- running
-def _seed_streams(seed: int):
-    data_ss, weight_ss, batch_ss = np.random.SeedSequence(seed).spawn(3)
-    return np.random.default_rng(data_ss), np.random.default_rng(weight_ss), np.random.default_rng(batch_ss)
-
-
-def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
-    """(estimate, standard error) over seeds of ``per_seed`` (seeds, T), with the training sets' fourth
-    moments ``u4`` (seeds,) as a control variate of known mean 3 (see :meth:`SimulationResult.seed_mean`);
-    the plain seed mean and s / sqrt(n) when ``u4`` is None or fewer than 4 seeds are finite."""
-    y = np.asarray(per_seed, dtype=float)
-    n = y.shape[0]
-    counts = np.sum(np.isfinite(y), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        plain = np.nanmean(y, axis=0) if n else np.full(y.shape[1], np.nan)
-        se = (np.nanstd(y, axis=0, ddof=1) / np.sqrt(np.maximum(counts, 1)) if n > 1
-              else np.zeros(y.shape[1]))
-    if u4 is None:
-        return plain, se
-    x = np.asarray(u4, dtype=float) - 3.0
-    if x.shape != (n,):
-        raise ValueError(f"u4 has shape {x.shape}, expected ({n},): one fourth moment per seed")
-    mean, err = plain.copy(), se.copy()
-    full = np.all(np.isfinite(y), axis=0)
-    xm = x.mean() if n else 0.0
-    sxx = float(((x - xm) ** 2).sum())
-    if n >= 4 and sxx > 0 and full.any():  # complete columns at once: the intercept at x = 0 and its SE
-        yf = y[:, full]
-        ym = yf.mean(axis=0)
-        slope = ((x - xm) @ (yf - ym)) / sxx
-        mean[full] = ym - slope * xm
-        resid = yf - mean[full] - np.outer(x, slope)
-        err[full] = np.sqrt(np.maximum((resid**2).sum(axis=0) / (n - 2) * (1.0 / n + xm**2 / sxx), 0.0))
-    for j in (np.flatnonzero(~full) if n >= 4 and sxx > 0 else range(y.shape[1])):
-        ok = np.isfinite(y[:, j])
-        m = int(ok.sum())
-        if m < 4:
-            continue
-        A = np.column_stack([np.ones(m), x[ok]])
-        coef, *_ = np.linalg.lstsq(A, y[ok, j], rcond=None)
-        resid = y[ok, j] - A @ coef
-        s2 = resid @ resid / (m - 2)
-        mean[j] = coef[0]
-        err[j] = math.sqrt(max(s2 * np.linalg.inv(A.T @ A)[0, 0], 0.0))
-    return mean, err
-
-
-def training_set_moments(problem: Problem) -> dict:
-    """Empirical moments (1/P) sum_mu u_mu^k, k in MOMENT_ORDERS, of the teacher field u = beta.x."""
-    u = problem.X @ problem.beta
-    return {f"u{k}": float(np.mean(u**k)) for k in MOMENT_ORDERS}
-
-
-def _moments_from_parameters(parameters: dict) -> dict | None:
-    """Recompute every seed's training-set moments from a result's parameters (the data depend only
-    on the seed, D and P); None if the file's seeding convention is not this module's."""
-    if parameters.get("seeding") != SEEDING:
-        return None
-    try:
-        D, P, seed, seeds = (int(parameters[k]) for k in ("dim", "P", "seed", "seeds"))
-    except (KeyError, TypeError, ValueError):
-        return None
-    rows = []
-    for k in range(seeds):
-        rng_data, _, _ = _seed_streams(seed + k)
-        rows.append(training_set_moments(make_problem(D, P, 0.0, rng_data)))
-    return {key: np.array([r[key] for r in rows]) for key in rows[0]} if rows else None
+_seed_streams = seed_streams  # the private name under which tests import it
 
 
 def build_network(setup: _Setup, seed: int):
     """(problem, network, batch_rng) of run ``seed`` (an absolute seed, i.e. seed + k)."""
-    rng_data, rng_w, rng_b = _seed_streams(seed)
+    rng_data, rng_w, rng_b = seed_streams(seed)
     m = setup.model
     problem = make_problem(setup.D, setup.P, m.noise, rng_data)
     if setup.N == math.inf:
@@ -768,10 +216,13 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
         for n in range(setup.n_steps + 1):
             while j < T and rec_steps[order[j]] == n:
                 obs = net.observables()
+                if diverged([obs["train_loss"], obs["test_loss"]]):
+                    diverged_at = n  # this record and the later ones stay NaN: every kept one is below the bound
+                    break
                 for name in OBSERVABLES:
                     out[name][order[j]] = obs[name]
                 j += 1
-            if n == setup.n_steps or j == T:
+            if diverged_at is not None or n == setup.n_steps or j == T:
                 break
             if B is None or B == P:
                 rows = None  # B = P: the whole training set in natural order, i.e. exactly full batch
@@ -813,7 +264,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     per_seed = {name: np.empty((setup.seeds, len(tau))) for name in OBSERVABLES}
     lazy_train, lazy_test = [], []
     moments = {f"u{k}": np.empty(setup.seeds) for k in MOMENT_ORDERS}
-    diverged = []
+    diverged_at = np.full(setup.seeds, np.nan)  # per seed: tau of its divergence, NaN if none
     with tqdm(total=setup.seeds * setup.n_steps, disable=not progress, unit="step", desc="simulate",
               mininterval=0.5) as bar:
         for k in range(setup.seeds):
@@ -823,11 +274,11 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
             for key, value in training_set_moments(problem).items():
                 moments[key][k] = value
             if div is not None:
-                diverged.append(setup.seed + k)
-                warnings.warn(f"seed {setup.seed + k} diverged at tau={div * setup.tau_step:g} "
-                              f"(non-finite residual); the Euler step dt={setup.h:g} is probably too large "
-                              "(stable for dt below ~0.3-0.5); its remaining records are nan", RuntimeWarning,
-                              stacklevel=2)
+                diverged_at[k] = div * setup.tau_step
+                warnings.warn(f"seed {setup.seed + k} diverged at tau={div * setup.tau_step:g} (a residual or "
+                              f"loss non-finite or >= {DIVERGENCE_BOUND:.0e}); the Euler step dt={setup.h:g} is "
+                              "probably too large (stable for dt below ~0.3-0.5); its records from then on are NaN",
+                              RuntimeWarning, stacklevel=2)
             if lazy_reference:
                 kf = kernel_flow(problem.X, problem.y, setup.model.eps, tau, beta=problem.beta,
                                  dt=setup.h if setup.batch is None else None)
@@ -843,8 +294,9 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     lazy = None
     if lazy_reference:
         lt, le = np.array(lazy_train), np.array(lazy_test)
-        lazy = {"train_loss": lt.mean(axis=0), "test_loss": le.mean(axis=0), "train_loss_std": _std(lt),
-                "test_loss_std": _std(le), "train_loss_per_seed": lt, "test_loss_per_seed": le}
+        lazy = {"observables": {"train_loss": lt.mean(axis=0), "test_loss": le.mean(axis=0)},
+                "std": {"train_loss": _std(lt), "test_loss": _std(le)},
+                "per_seed": {"train_loss": lt, "test_loss": le}}
     m = setup.model
     parameters = {
         **as_dict(m),
@@ -869,7 +321,6 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
         "test_loss_target": "clean (beta.x)^2/2, exact population average",
     }
     info = {"wall_time_s": wall}
-    if diverged:
-        info["diverged_seeds"] = diverged
     return SimulationResult(parameters=parameters, tau=tau, observables=observables, std=std, per_seed=per_seed,
-                            lazy=lazy, info=info, data_moments=moments)
+                            lazy=lazy, info=info, data_moments=moments,
+                            diverged_at=diverged_at)

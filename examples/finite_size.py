@@ -345,31 +345,31 @@ def main():
                                        TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=REPLICA_NODES,
                                                     samples=REPLICA_SAMPLES,
                                                     finite_size=True), args.datasets)
-                tau_d = np.arange(len(ens["test_loss_dataset_sd"])) * c["dt"]
+                tau_d = np.arange(len(ens.bands["sd"]["test_loss"])) * c["dt"]
                 idx = np.rint(tau_s / c["dt"]).astype(int)
                 log_s = np.log(per_seed["spike"])
                 entry["datasets"] = {
-                    "replicas": args.datasets, "failed": int(ens["datasets_failed"]),
+                    "replicas": args.datasets, "failed": ens.failed,
                     "seconds": time.perf_counter() - t0,
-                    "max_sd_test_dmft": float(np.max(ens["test_loss_dataset_sd"])),
+                    "max_sd_test_dmft": float(np.max(ens.bands["sd"]["test_loss"])),
                     "max_sd_test_sim": float(np.max(per_seed["test_loss"].std(axis=0, ddof=1))),
-                    "sd_test_at": {f"{t:g}": [float(ens["test_loss_dataset_sd"][int(round(t / c["dt"]))]),
+                    "sd_test_at": {f"{t:g}": [float(ens.bands["sd"]["test_loss"][int(round(t / c["dt"]))]),
                                               float(per_seed["test_loss"][:, int(np.argmin(abs(tau_s - t)))].std(ddof=1))]
                                    for t in (20, 40, 60, 80, 100)},
                     "sim_sd_log_spike_at": {f"{t:g}": float(log_s[:, int(np.argmin(abs(tau_s - t)))].std(ddof=1))
                                             for t in (20, 40, 60, 80, 100)},
-                    "dmft_sd_log_spike_at": {f"{t:g}": float(ens["log_spike_dataset_sd"][int(round(t / c["dt"]))])
+                    "dmft_sd_log_spike_at": {f"{t:g}": float(ens.bands["sd"]["log_spike"][int(round(t / c["dt"]))])
                                              for t in (20, 40, 60, 80, 100)},
-                    "t_test_dmft": [float(x) for x in ens["t_test_datasets"]],
+                    "t_test_dmft": [float(x) for x in ens.t_test],
                     # the mean over training sets estimates the networks' seed mean (includes the
                     # finite-P Jensen shift, not that of the D-coordinate sums); MC error ~ sd / sqrt(R)
-                    "dataset_mean": {name: deviation(tau_s, per_seed, tau_d, {name: ens[name + "_dataset_mean"]}, name)
+                    "dataset_mean": {name: deviation(tau_s, per_seed, tau_d, {name: ens.bands["mean"][name]}, name)
                                      for name in ("train_loss", "test_loss")},
                 }
                 ax = spread[0]
                 for j in range(per_seed["test_loss"].shape[0]):
                     ax.plot(tau_s, per_seed["test_loss"][j], color="0.7", lw=0.5)
-                ax.fill_between(tau_d, ens["test_loss_dataset_q16"], ens["test_loss_dataset_q84"], color="C3",
+                ax.fill_between(tau_d, ens.bands["q16"]["test_loss"], ens.bands["q84"]["test_loss"], color="C3",
                                 alpha=0.35, lw=0, label=f"DMFT {args.datasets} training sets, 16-84%")
                 q16, q84 = np.percentile(per_seed["test_loss"], [16, 84], axis=0)
                 ax.plot(tau_s, q16, "k--", lw=1, label="networks 16-84%")
@@ -377,7 +377,7 @@ def main():
                 ax.set(xlabel="τ", ylabel="test loss", title=f"spread over training sets, D={dim}")
                 ax.legend(fontsize=7, loc="upper right")
                 ax = spread[1]
-                ax.plot(tau_d, ens["test_loss_dataset_sd"], "C3", label="DMFT training sets")
+                ax.plot(tau_d, ens.bands["sd"]["test_loss"], "C3", label="DMFT training sets")
                 ax.plot(tau_s, per_seed["test_loss"].std(axis=0, ddof=1), "k--", label="networks (seed sd)")
                 ax.set(xlabel="τ", ylabel="sd of test loss", title=f"D={dim}")
                 ax.legend(fontsize=7, loc="upper right")

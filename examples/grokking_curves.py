@@ -84,9 +84,9 @@ def main():
         curves = {"tau": sim.tau, "train_loss": sim.per_seed["train_loss"][k],
                   "test_loss": sim.per_seed["test_loss"][k]}
         print(_row(f"  seed {sim.parameters['seed'] + k}", grokking_times(curves)))
-    lazy = {"tau": sim.tau, "train_loss": sim.lazy["train_loss"], "test_loss": sim.lazy["test_loss"]}
+    lazy = {"tau": sim.tau, **sim.lazy["observables"]}
     print(_row("lazy (NTK) reference", grokking_times(lazy)))
-    print(f"  lazy reference at tau = {sim.tau[-1]:g}: test loss {sim.lazy['test_loss'][-1]:.3f} "
+    print(f"  lazy reference at tau = {sim.tau[-1]:g}: test loss {lazy['test_loss'][-1]:.3f} "
           f"(network: {sim.observables['test_loss'][-1]:.3f})")
 
     fig = compare(theory, sims, fraction_marks=True)

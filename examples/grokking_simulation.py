@@ -73,7 +73,8 @@ def main():
         mean, sd = result.observables[name], result.std[name]
         ax.plot(tau[1:], mean[1:], color=color, label=f"{label} (N=500, 3 seeds)")
         ax.fill_between(tau[1:], (mean - sd)[1:], (mean + sd)[1:], color=color, alpha=0.25, lw=0)
-        ax.plot(tau[1:], result.lazy[name][1:], color=color, ls="--", lw=1, label=f"{label}, lazy (NTK) reference")
+        ax.plot(tau[1:], result.lazy["observables"][name][1:], color=color, ls="--", lw=1,
+                label=f"{label}, lazy (NTK) reference")
     ax.set_xscale("log")
     ax.set_xlabel("τ = η t / D")
     ax.set_ylabel("loss")

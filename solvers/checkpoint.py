@@ -4,7 +4,15 @@ Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: ``<path>.tmp`
 
 * root attributes: format, format_version, kind, package and library versions;
   ``/parameters``: ``problem.parameters()``;
-* ``/observables``: ``problem.observables(kernels)`` ('tau', 'train_loss', 'test_loss', ...);
+* ``/observables``: ``problem.observables(kernels)``, curves on the time grid only ('tau',
+  'train_loss', 'test_loss', ...; each of length T);
+* ``/errors/<kind>/<name>``: standard errors of the curves (:attr:`SolverResult.errors`; kind "mc"
+  or "batch", see :data:`~dmft.solvers.result.ERROR_KINDS`);
+* ``/sampling_runs/<name>``: the sampling runs (runs x T) whose mean is a curve;
+* ``/dataset_bands/<stat>/<name>``: the spread of curves over training sets (stat "mean", "sd",
+  "q16", "q84");
+* ``/diagnostics/<name>``: scalars and per-replica arrays that are not curves;
+  (each of these four groups only when the result holds something for it)
 * ``/kernels``: the solution kernels (for a checkpoint of an unfinished run: the current iterate),
   plus the problem's derived kernels;
 * ``/solver``: the complete solver state -- ``status`` (a :class:`Status` name), ``message``,
@@ -114,10 +122,19 @@ def _solver_tree(options, state, written: Mapping) -> dict:
     return tree
 
 
+#: the result's fields stored as groups of the same name beside /observables (see the module docstring)
+_STRUCTURED = ("errors", "sampling_runs", "dataset_bands", "diagnostics")
+
+
+def _arrays(tree: Mapping) -> dict:
+    return {k: _arrays(v) if isinstance(v, Mapping) else np.asarray(v) for k, v in tree.items()}
+
+
 def _write(path, kind: str, parameters: Mapping, kernels: Mapping, derived: Mapping, observables: Mapping,
-           solver: dict) -> Path:
+           solver: dict, structured: Mapping) -> Path:
     data = {
         "observables": {k: np.asarray(v) for k, v in observables.items()},
+        **{name: _arrays(structured[name]) for name in _STRUCTURED if structured.get(name)},
         "kernels": {**dict(kernels), **{k: v for k, v in derived.items() if k not in kernels}},
         "solver": solver,
     }
@@ -130,11 +147,18 @@ def _derived(problem, kernels) -> dict:
     return dict(fn(kernels)) if fn is not None else {}
 
 
+def _errors(problem, kernels) -> dict:
+    """``problem.errors(kernels)`` (kind -> name -> standard error) of a problem that has it, else {}."""
+    fn = getattr(problem, "errors", None)
+    return {kind: {k: np.asarray(v) for k, v in errs.items()} for kind, errs in fn(kernels).items()} if fn else {}
+
+
 def write_checkpoint(path, problem, options, state) -> Path:
     """Write the state of an unfinished run (the current iterate and its observables)."""
     kernels = {k: state.kernels[k] for k in state.keys}
     return _write(path, problem.kind, problem.parameters(), kernels, _derived(problem, kernels),
-                  problem.observables(kernels), _solver_tree(options, state, kernels))
+                  problem.observables(kernels), _solver_tree(options, state, kernels),
+                  {"errors": _errors(problem, kernels)})
 
 
 def write_result(path, result: SolverResult) -> Path:
@@ -148,7 +172,7 @@ def write_result(path, result: SolverResult) -> Path:
     solver["wall_time"] = float(result.wall_time)
     solver["nfev"] = int(result.nfev)
     return _write(path, result.kind, result.parameters, result.kernels, result.derived_kernels,
-                  result.observables, solver)
+                  result.observables, solver, {name: getattr(result, name) for name in _STRUCTURED})
 
 
 def make_result(problem, options, state, kernels, *, nfev: int, wall_time: float) -> SolverResult:
@@ -170,6 +194,7 @@ def make_result(problem, options, state, kernels, *, nfev: int, wall_time: float
         nfev=int(nfev),
         damping=float(state.damping),
         derived_kernels=_derived(problem, kernels),
+        errors=_errors(problem, kernels),
         state=state,
         options=options,
     )
@@ -264,6 +289,7 @@ def _result_from_tree(tree: Mapping, path) -> SolverResult:
             nfev=int(s.get("nfev", 0)),
             damping=state.damping,
             derived_kernels=derived,
+            **{name: dict(tree.get(name, {})) for name in _STRUCTURED},
             state=state,
             options=options,
         )

@@ -6,9 +6,12 @@ File contract (every file written by this package, simulator or solver):
   ``kind`` ("simulation", "dmft-linear", "dmft-two-layer", ...), ``package_version``,
   versions of numpy/scipy/numba/h5py, and one attribute per parameter under ``/parameters``;
 * ``/observables/tau`` (shape T, time in units tau = eta t / D), ``/observables/train_loss``,
-  ``/observables/test_loss`` (shape T) and further curves of the same length beside them;
-* model-specific groups (``/seeds/<k>/observables`` for simulations, ``/kernels`` and
-  ``/solver`` for DMFT solves).
+  ``/observables/test_loss`` (shape T) and further curves of the same length beside them: only
+  curves on the time grid (errors, runs, spreads and scalars have groups of their own);
+* model-specific groups (``/std``, ``/per_seed``, ``/lazy_reference``, ``/data_moments``,
+  ``/diverged_at`` for simulations, :class:`dmft.simulation_result.SimulationResult`; ``/errors``,
+  ``/sampling_runs``, ``/dataset_bands``, ``/diagnostics``, ``/kernels`` and ``/solver`` for DMFT
+  solves, :mod:`dmft.solvers.checkpoint`).
 
 * root attribute ``checksum``: BLAKE2b of every group, dataset and attribute; every reader verifies it.
 

@@ -13,7 +13,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Status", "SolverResult"]
+__all__ = ["Status", "SolverResult", "ERROR_KINDS", "curve_error"]
+
+#: kinds of standard error a result may store for a curve, in order of preference for an error bar:
+#: "mc" the spread over independent sampling replicas (the error of the solve), "batch" the
+#: within-run spread over batches of sites (a cheaper estimate, at fixed kernels)
+ERROR_KINDS = ("mc", "batch")
+
+
+def curve_error(errors, name: str, kinds=ERROR_KINDS):
+    """The error bar of curve ``name``: the first of ``errors[kind][name]`` over ``kinds`` (in order of
+    preference) that is not all NaN, as a float array; None if there is none.  ``errors``: the ``errors``
+    field of a :class:`SolverResult` (or the ``/errors`` group of its file)."""
+    for kind in kinds:
+        err = (errors or {}).get(kind, {}).get(name)
+        if err is not None:
+            err = np.asarray(err, dtype=float)
+            if np.isfinite(err).any():
+                return err
+    return None
 
 
 class Status(enum.Enum):
@@ -59,7 +77,8 @@ class SolverResult:
     kernels : dict[str, ndarray]
         The solution (for NON_FINITE the last finite iterate, for DIVERGED the best one).
     observables : dict[str, ndarray]
-        ``problem.observables(kernels)``: 'tau', 'train_loss', 'test_loss', ... (length T).
+        ``problem.observables(kernels)``: curves on the time grid only, 'tau', 'train_loss',
+        'test_loss', ... (each 1-D, length T).
     parameters : dict
         ``problem.parameters()``: everything that defines the answer.
     method : str
@@ -74,6 +93,19 @@ class SolverResult:
         Damping in force at the end (differs from the option with adaptive damping).
     derived_kernels : dict[str, ndarray]
         Extra kernels of the solution from ``problem.derived_kernels`` (not iterated).
+    errors : dict[str, dict[str, ndarray]]
+        Standard errors of curves: ``errors[kind][name]`` (length T), kind one of :data:`ERROR_KINDS`
+        ("mc": over sampling replicas; "batch": within the run, from ``problem.errors``).
+        :func:`curve_error` picks the error bar of a curve.
+    sampling_runs : dict[str, ndarray]
+        ``sampling_runs[name]``: the sampling runs (runs x T) whose mean is the curve ``name``, where
+        the curve is such a mean.
+    dataset_bands : dict[str, dict[str, ndarray]]
+        The spread of curves over training sets: ``dataset_bands[stat][name]`` (length T), stat one of
+        "mean", "sd", "q16", "q84".
+    diagnostics : dict[str, ndarray]
+        Values that are not curves on the time grid: scalars and per-replica arrays (e.g. the seeds
+        combined, the quadrature's dropped mass).
     """
 
     success: bool
@@ -91,6 +123,10 @@ class SolverResult:
     nfev: int = 0
     damping: float = 0.0
     derived_kernels: dict = dataclasses.field(default_factory=dict)
+    errors: dict = dataclasses.field(default_factory=dict)
+    sampling_runs: dict = dataclasses.field(default_factory=dict)
+    dataset_bands: dict = dataclasses.field(default_factory=dict)
+    diagnostics: dict = dataclasses.field(default_factory=dict)
     # the full solver state written by save() (iterate, Anderson memory, ...); None for loaded results
     state: Any = None
     options: Any = None

@@ -36,9 +36,10 @@ class Problem(Protocol):
         arrays (the driver keeps references to past iterates instead of copying them)."""
 
     def observables(self, kernels: Mapping[str, np.ndarray]) -> dict:
-        """1-D arrays of length T: 'tau', 'train_loss', 'test_loss', ..."""
+        """Curves on the time grid only, 1-D arrays of length T: 'tau', 'train_loss', 'test_loss', ..."""
 
     # optional: derived_kernels(kernels) -> dict of extra (not iterated) kernels written to files;
+    #           errors(kernels) -> {kind: {name: standard error (T,)}} of the curves (SolverResult.errors);
     #           grid: a TimeGrid.
 
 

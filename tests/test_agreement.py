@@ -148,17 +148,17 @@ def test_a_theory_with_sampling_runs_combines_their_error(tmp_path):
 
     res = dmft.solve(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=1.2, dt=0.2, nodes=4, samples=4, finite_size=True,
                      replicas=3)
-    assert res.observables["train_loss_sampling_runs"].shape == (3, res.observables["tau"].size)
-    np.testing.assert_allclose(res.observables["train_loss_sampling_runs"].mean(axis=0), res.observables["train_loss"],
+    assert res.sampling_runs["train_loss"].shape == (3, res.observables["tau"].size)
+    np.testing.assert_allclose(res.sampling_runs["train_loss"].mean(axis=0), res.observables["train_loss"],
                                rtol=1e-12)
     sim = dmft.simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=0.2, t_max=1.2, seeds=10,
                         record_tau=res.observables["tau"])
     own = sim.per_seed["train_loss"].mean(axis=0)
     se_net = sim.per_seed["train_loss"].std(axis=0, ddof=1) / np.sqrt(10)
     offsets = np.array([-1.0, 0.0, 1.0]) * 3 * se_net[1:].max()  # sd of the runs: 3 max SE; SE of their mean: sqrt(3)
-    theory = {"train_loss": own + 2 * se_net[1:].max(),
-              "train_loss_sampling_runs": own[None] + 2 * se_net[1:].max() + offsets[:, None]}
-    r = against_simulation(sim.tau, theory, sim, control_variate=False, bootstrap=500)["train_loss"]
+    theory = {"train_loss": own + 2 * se_net[1:].max()}
+    runs = {"train_loss": own[None] + 2 * se_net[1:].max() + offsets[:, None]}
+    r = against_simulation(sim.tau, theory, sim, control_variate=False, bootstrap=500, theory_runs=runs)["train_loss"]
     live = sim.tau > 0
     direct = (2 * se_net[1:].max()) / np.sqrt(se_net[live] ** 2 + 3 * se_net[1:].max() ** 2)
     assert r["theory_runs"] == 3 and r["max_over_se"] == pytest.approx(direct.max())

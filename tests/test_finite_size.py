@@ -255,18 +255,19 @@ def test_dataset_spread_of_the_initial_train_loss():
     kw = dict(alpha=1.0, ratio=3.0, eps=0.02, dt=0.2, t_max=0.4, nodes=24, samples=2, replicas=1, datasets=R)
     sd = {}
     for dim in (50, 200):
-        obs = solve(dim=dim, **kw).observables
+        res = solve(dim=dim, **kw)
+        obs, bands, diag = res.observables, res.dataset_bands, res.diagnostics
         P = round(3.0 * dim)
-        assert int(obs["datasets_failed"]) == 0
-        assert len(obs["t_train_datasets"]) == R and len(obs["t_test_datasets"]) == R
-        sd[dim] = obs["train_loss_dataset_sd"][0]
+        assert int(diag["datasets_failed"]) == 0
+        assert len(diag["t_train_datasets"]) == R and len(diag["t_test_datasets"]) == R
+        sd[dim] = bands["sd"]["train_loss"][0]
         assert sd[dim] == pytest.approx(math.sqrt(6.0 / P), rel=0.2)
         # the data-set mean is an unbiased estimate of the central (population) value:
         # measured 0.72 and 0.33 standard errors off
-        assert abs(obs["train_loss_dataset_mean"][0] - obs["train_loss"][0]) < 3 * sd[dim] / math.sqrt(R)
+        assert abs(bands["mean"]["train_loss"][0] - obs["train_loss"][0]) < 3 * sd[dim] / math.sqrt(R)
         # the test loss at tau = 0 (f = 0) is 3/4 on every training set; s(0) = 1/D likewise
-        assert obs["test_loss_dataset_sd"][0] < 1e-12 and obs["spike_dataset_sd"][0] < 1e-12
-        assert obs["train_loss_dataset_q16"][0] < obs["train_loss_dataset_mean"][0] < obs["train_loss_dataset_q84"][0]
+        assert bands["sd"]["test_loss"][0] < 1e-12 and bands["sd"]["spike"][0] < 1e-12
+        assert bands["q16"]["train_loss"][0] < bands["mean"]["train_loss"][0] < bands["q84"]["train_loss"][0]
     assert 0.4 < sd[200] / sd[50] < 0.6, sd
 
 
@@ -532,24 +533,29 @@ def test_finite_size_solve_returns_the_mean_of_its_sampling_seeds(tmp_path):
     # error, and the file must say so.
     runs = [_one_seed(s) for s in (0, 1, 2)]
     res = solve(**_SOLVE_KW, finite_size=True, replicas=3, out=tmp_path / "fs.h5")
-    obs = res.observables
-    np.testing.assert_array_equal(obs["sampling_seeds"], [0, 1, 2])
-    assert obs["excluded_sampling_seeds"].size == 0
+    obs, mc = res.observables, res.errors["mc"]
+    np.testing.assert_array_equal(res.diagnostics["sampling_seeds"], [0, 1, 2])
+    assert res.diagnostics["excluded_sampling_seeds"].size == 0
     for name in ("train_loss", "test_loss", "spike", "spike_bulk_cross"):
         curves = np.array([r[name] for r in runs])
         np.testing.assert_allclose(obs[name], curves.mean(axis=0), rtol=1e-12, atol=0)
-        np.testing.assert_allclose(obs[name + "_mc_err"], curves.std(axis=0, ddof=1) / math.sqrt(3), rtol=1e-10,
+        np.testing.assert_allclose(mc[name], curves.std(axis=0, ddof=1) / math.sqrt(3), rtol=1e-10,
                                    atol=1e-300)
-    assert np.max(obs["train_loss_mc_err"]) > 0  # the seeds differ: the average is not vacuous
+    assert np.max(mc["train_loss"]) > 0  # the seeds differ: the average is not vacuous
     assert "mean of 3 sampling seed(s)" in res.message
     from dmft.solvers.checkpoint import read_result
 
-    assert "mean of 3 sampling seed(s)" in read_result(tmp_path / "fs.h5").message
+    back = read_result(tmp_path / "fs.h5")
+    assert "mean of 3 sampling seed(s)" in back.message
+    for name in ("train_loss", "test_loss"):  # the file holds the errors and runs in their own groups
+        np.testing.assert_array_equal(back.errors["mc"][name], mc[name])
+        np.testing.assert_array_equal(back.sampling_runs[name], np.array([r[name] for r in runs]))
+    np.testing.assert_array_equal(back.diagnostics["sampling_seeds"], [0, 1, 2])
     # the D -> inf solve keeps its own seed's curves; its error is the sd of one solve
     inf = solve(**_SOLVE_KW, finite_size=False, replicas=3)
     one = [_one_seed(s, finite_size=False) for s in (0, 1, 2)]
     np.testing.assert_array_equal(inf.observables["train_loss"], one[0]["train_loss"])
-    np.testing.assert_allclose(inf.observables["train_loss_mc_err"],
+    np.testing.assert_allclose(inf.errors["mc"]["train_loss"],
                                np.std([r["train_loss"] for r in one], axis=0, ddof=1), rtol=1e-10, atol=1e-300)
 
 
@@ -576,8 +582,8 @@ def test_finite_size_solve_leaves_out_an_unstable_sampling_seed(monkeypatch):
     monkeypatch.setattr(tl.TwoLayerProblem, "sweep", sweep)
     res = solve(**_SOLVE_KW, finite_size=True, replicas=4)
     obs = res.observables
-    np.testing.assert_array_equal(obs["sampling_seeds"], [0, 3])
-    np.testing.assert_array_equal(obs["excluded_sampling_seeds"], [1, 2])
+    np.testing.assert_array_equal(res.diagnostics["sampling_seeds"], [0, 3])
+    np.testing.assert_array_equal(res.diagnostics["excluded_sampling_seeds"], [1, 2])
     np.testing.assert_allclose(obs["train_loss"], (runs[0]["train_loss"] + runs[3]["train_loss"]) / 2, rtol=1e-12)
     assert "seed 1 (train loss rose" in res.message and "seed 2 diverged" in res.message
     # every seed unstable: the curves stay --seed's, without error bars, and the message says so
@@ -585,12 +591,12 @@ def test_finite_size_solve_leaves_out_an_unstable_sampling_seed(monkeypatch):
                                                                          "relative_rise": 0.01})
     alone = solve(**_SOLVE_KW, finite_size=True, replicas=3)
     np.testing.assert_array_equal(alone.observables["train_loss"], runs[0]["train_loss"])
-    assert alone.observables["sampling_seeds"].size == 0 and np.all(np.isnan(alone.observables["train_loss_mc_err"]))
+    assert alone.diagnostics["sampling_seeds"].size == 0 and np.all(np.isnan(alone.errors["mc"]["train_loss"]))
     assert "every sampling seed is an unstable draw" in alone.message
     # the D -> inf solve: a rise is the edge of stability there (not left out); a diverged seed is
     inf = solve(**_SOLVE_KW, finite_size=False, replicas=3)
-    np.testing.assert_array_equal(inf.observables["excluded_sampling_seeds"], [2])
-    assert np.all(np.isfinite(inf.observables["train_loss_mc_err"]))
+    np.testing.assert_array_equal(inf.diagnostics["excluded_sampling_seeds"], [2])
+    assert np.all(np.isfinite(inf.errors["mc"]["train_loss"]))
 
 
 def test_solve_runs_in_the_memory_of_one_sweep():

@@ -103,7 +103,8 @@ def test_large_alpha_simulation_converges_to_kernel_flow():
     for alpha in (10.0, 100.0, 1000.0):
         r = simulate(alpha=alpha, ratio=2.0, eps=0.5, dim=40, dt=h, t_max=taus[-1], record_tau=taus,
                      lazy_reference=True)
-        errors.append(max(np.max(np.abs(r.observables[k] - r.lazy[k])) for k in ("train_loss", "test_loss")))
+        lazy = r.lazy["observables"]
+        errors.append(max(np.max(np.abs(r.observables[k] - lazy[k])) for k in ("train_loss", "test_loss")))
     assert errors[1] < 0.3 * errors[0] and errors[2] < 0.3 * errors[1], errors
     assert errors[2] < 1e-3, errors
 
@@ -114,11 +115,12 @@ def test_simulate_lazy_reference_is_kernel_flow_on_same_data():
     for k in range(2):
         problem = make_problem(15, 30, 0.2, _seed_streams(3 + k)[0])
         kf = kernel_flow(problem.X, problem.y, 0.3, r.tau, beta=problem.beta, dt=0.25)
-        np.testing.assert_array_equal(r.lazy["train_loss_per_seed"][k], kf.train_loss)
-        np.testing.assert_array_equal(r.lazy["test_loss_per_seed"][k], kf.test_loss)
+        np.testing.assert_array_equal(r.lazy["per_seed"]["train_loss"][k], kf.train_loss)
+        np.testing.assert_array_equal(r.lazy["per_seed"]["test_loss"][k], kf.test_loss)
         # and it is the data the network was trained on (same initial train loss)
         assert r.per_seed["train_loss"][k][0] == pytest.approx(kf.train_loss[0], rel=1e-12)
-    np.testing.assert_allclose(r.lazy["test_loss"], r.lazy["test_loss_per_seed"].mean(axis=0))
+    np.testing.assert_allclose(r.lazy["observables"]["test_loss"], r.lazy["per_seed"]["test_loss"].mean(axis=0))
+    np.testing.assert_allclose(r.lazy["std"]["test_loss"], r.lazy["per_seed"]["test_loss"].std(axis=0, ddof=1))
 
 
 def test_kernel_is_the_networks_initial_ntk():

@@ -20,27 +20,28 @@ def _dmft_file(path, tau=None, **overrides):
     tau = np.linspace(0.0, 8.0, 21) if tau is None else tau
     params = {"model": "two-layer", **MODEL, "dim": 200, "t_max": float(tau[-1]), **overrides}
     obs = {"tau": tau, "train_loss": 0.75 * np.exp(-tau / 3), "test_loss": 0.75 / (1 + tau / 4),
-           "train_loss_batch_err": 0.01 + 0.001 * tau, "spike": 0.005 * np.exp(tau / 2),
-           # replica errors: the preferred band where finite (all NaN = one replica: fall back)
-           "train_loss_mc_err": np.nan * tau, "test_loss_mc_err": 0.02 + 0 * tau, "spike_mc_err": 0.001 + 0 * tau,
-           "bulk": 1 + 0 * tau, "mean_norm": 0.1 * tau, "dropped_u_mass": np.array(1e-6)}
-    write_h5(path, "dmft-two-layer", params, {"observables": obs})
-    return path, obs
+           "spike": 0.005 * np.exp(tau / 2), "bulk": 1 + 0 * tau, "mean_norm": 0.1 * tau}
+    # replica errors: the preferred band where finite (all NaN = one replica: fall back to the batch error)
+    errors = {"mc": {"train_loss": np.nan * tau, "test_loss": 0.02 + 0 * tau, "spike": 0.001 + 0 * tau},
+              "batch": {"train_loss": 0.01 + 0.001 * tau}}
+    data = {"observables": obs, "errors": errors, "diagnostics": {"dropped_u_mass": np.array(1e-6)}}
+    write_h5(path, "dmft-two-layer", params, data)
+    return path, data
 
 
 def _sim_file(path, seeds=4, lazy=True, **overrides):
     tau = np.concatenate([[0.0], np.geomspace(0.4, 8.0, 60)])
     params = {**MODEL, "dim": 100, "width": math.inf, "seeds": seeds, "P": 550, **overrides}
     rng = np.random.default_rng(1)
-    obs = {"tau": tau}
+    obs, std = {"tau": tau}, {}
     for name, curve in (("train_loss", 0.7 * np.exp(-tau / 3)), ("test_loss", 0.75 / (1 + tau / 4)),
                         ("spike", 0.01 * np.exp(tau / 2)), ("ntk_alignment", 0.01 + 0.001 * tau)):
         obs[name] = curve + 0.01 * rng.standard_normal(tau.size)
-        obs[name + "_std"] = 0.02 + 0.01 * rng.random(tau.size)
-    data = {"observables": obs}
+        std[name] = 0.02 + 0.01 * rng.random(tau.size)
+    data = {"observables": obs, "std": std}
     if lazy:
-        data["lazy_reference"] = {"train_loss": 0.7 - 0.01 * tau, "test_loss": 0.8 - 0.001 * tau,
-                                  "train_loss_std": 0 * tau, "test_loss_std": 0 * tau}
+        data["lazy_reference"] = {"observables": {"train_loss": 0.7 - 0.01 * tau, "test_loss": 0.8 - 0.001 * tau},
+                                  "std": {"train_loss": 0 * tau, "test_loss": 0 * tau}}
     write_h5(path, "simulation", params, data)
     return path, data
 
@@ -50,7 +51,8 @@ def _lines(ax):
 
 
 def test_compare_draws_exactly_the_files_data(tmp_path):
-    dpath, dobs = _dmft_file(tmp_path / "theory.h5")
+    dpath, ddata = _dmft_file(tmp_path / "theory.h5")
+    dobs, derr = ddata["observables"], ddata["errors"]
     spath, sdata = _sim_file(tmp_path / "sim.h5", seeds=4)
     fig = compare(dpath, [spath])
     ax_loss, ax_ord, ax_ntk = fig.axes[0], fig.axes[1], fig.axes[2]
@@ -78,14 +80,14 @@ def test_compare_draws_exactly_the_files_data(tmp_path):
         np.testing.assert_array_equal(loss[f"sim:0:{name}"].get_xdata(), sobs["tau"][spos])
         np.testing.assert_array_equal(loss[f"sim:0:{name}"].get_ydata(), sobs[name][spos])
         assert loss[f"sim:0:{name}"].get_linestyle() == "None"
-        np.testing.assert_array_equal(loss[f"lazy:0:{name}"].get_ydata(), sdata["lazy_reference"][name][spos])
+        np.testing.assert_array_equal(loss[f"lazy:0:{name}"].get_ydata(), sdata["lazy_reference"]["observables"][name][spos])
         assert loss[f"lazy:0:{name}"].get_linestyle() == "--"
     for name in ("spike", "ntk_alignment"):
         np.testing.assert_array_equal(order[f"sim:0:{name}"].get_ydata(), sobs[name][spos])
     # error bars: half-length std / sqrt(seeds), at the marked records
     bars = [c for c in ax_loss.collections if c.__class__.__name__ == "LineCollection"]
     segs = [np.asarray(s) for c in bars for s in c.get_segments()]
-    err = sobs["test_loss_std"][spos] / 2.0
+    err = sdata["std"]["test_loss"][spos] / 2.0
     y = sobs["test_loss"][spos]
     found = 0
     for s in segs:
@@ -94,13 +96,13 @@ def test_compare_draws_exactly_the_files_data(tmp_path):
         if k.size and np.isclose(ya, y[k[0]] - err[k[0]]) and np.isclose(yb, y[k[0]] + err[k[0]]):
             found += 1
     assert found >= 20  # ~40 marked records, each with its bar
-    # Monte-Carlo bands: train +- train_loss_batch_err (its _mc_err is all NaN), test +- test_loss_mc_err,
-    # spike +- spike_mc_err; none for curves without errors
-    for ax, name, err in ((ax_loss, "train_loss", "train_loss_batch_err"), (ax_loss, "test_loss", "test_loss_mc_err"),
-                          (ax_ord, "spike", "spike_mc_err")):
+    # Monte-Carlo bands: train +- its batch error (its mc error is all NaN), test and spike +- their mc
+    # errors; none for curves without errors
+    for ax, name, kind in ((ax_loss, "train_loss", "batch"), (ax_loss, "test_loss", "mc"), (ax_ord, "spike", "mc")):
         (band,) = [c for c in ax.collections if c.get_gid() == f"band:0:{name}"]
         verts = band.get_paths()[0].vertices
-        upper, lower = dobs[name][pos] + dobs[err][pos], dobs[name][pos] - dobs[err][pos]
+        err = derr[kind][name]
+        upper, lower = dobs[name][pos] + err[pos], dobs[name][pos] - err[pos]
         for xv, lo, hi in zip(dobs["tau"][pos], lower, upper):
             at = verts[np.isclose(verts[:, 0], xv), 1]
             assert np.isclose(at.min(), lo) and np.isclose(at.max(), hi)
@@ -123,7 +125,8 @@ def test_compare_result_objects_equal_their_observables(tmp_path):
     tau = res.observables["tau"]
     np.testing.assert_array_equal(lines["dmft:0:test_loss"].get_ydata(), res.observables["test_loss"][tau > 0])
     np.testing.assert_array_equal(lines["sim:0:train_loss"].get_ydata(), sim.observables["train_loss"][sim.tau > 0])
-    np.testing.assert_array_equal(lines["lazy:0:test_loss"].get_ydata(), sim.lazy["test_loss"][sim.tau > 0])
+    np.testing.assert_array_equal(lines["lazy:0:test_loss"].get_ydata(),
+                                  sim.lazy["observables"]["test_loss"][sim.tau > 0])
     # the same through files
     dmft.save(res, tmp_path / "r.h5")
     sim.save(tmp_path / "s.h5")
@@ -241,14 +244,15 @@ def test_compare_draws_the_training_set_band_beside_the_seed_spread(tmp_path):
     """A DMFT file with training-set quantiles (solve ... --datasets R) gets a band spanning
     exactly its q16..q84; the simulations then get mean +- seed sd; without quantiles neither."""
     tau = np.linspace(0.0, 8.0, 21)
-    dpath, dobs = _dmft_file(tmp_path / "theory.h5", tau=tau)
+    dpath, _ = _dmft_file(tmp_path / "theory.h5", tau=tau)
     spath, sdata = _sim_file(tmp_path / "sim.h5", seeds=4, lazy=False)
     assert not any((c.get_gid() or "").startswith(("datasets", "spread")) for c in compare(dpath, spath).axes[0].collections)
     from dmft.io import read_h5
     raw = read_h5(dpath)
     q16, q84 = raw["observables"]["test_loss"] - 0.05, raw["observables"]["test_loss"] + 0.07
-    raw["observables"].update({"test_loss_dataset_q16": q16, "test_loss_dataset_q84": q84})
-    write_h5(tmp_path / "theory_ds.h5", "dmft-two-layer", raw["parameters"], {"observables": raw["observables"]})
+    write_h5(tmp_path / "theory_ds.h5", "dmft-two-layer", raw["parameters"],
+             {"observables": raw["observables"], "errors": raw["errors"],
+              "dataset_bands": {"q16": {"test_loss": q16}, "q84": {"test_loss": q84}}})
     ax = compare(tmp_path / "theory_ds.h5", spath).axes[0]
     bands = {c.get_gid(): c for c in ax.collections if c.get_gid()}
     pos = tau > 0
@@ -256,7 +260,8 @@ def test_compare_draws_the_training_set_band_beside_the_seed_spread(tmp_path):
     assert np.allclose(sorted(set(np.round(verts[:, 1], 12))), sorted(set(np.round(np.r_[q16[pos], q84[pos]], 12))))
     sobs, spos = sdata["observables"], sdata["observables"]["tau"] > 0
     sv = bands["spread:0:test_loss"].get_paths()[0].vertices[:, 1]
-    lo, hi = (sobs["test_loss"] - sobs["test_loss_std"])[spos], (sobs["test_loss"] + sobs["test_loss_std"])[spos]
+    sd = sdata["std"]["test_loss"]
+    lo, hi = (sobs["test_loss"] - sd)[spos], (sobs["test_loss"] + sd)[spos]
     assert np.isclose(sv.min(), lo.min()) and np.isclose(sv.max(), hi.max())
 
 

@@ -226,15 +226,22 @@ def test_save_load_round_trip_and_info(tmp_path):
         np.testing.assert_array_equal(back.observables[name], r.observables[name])
         np.testing.assert_array_equal(back.std[name], r.std[name])
         np.testing.assert_array_equal(back.per_seed[name], r.per_seed[name])
-    for key, value in r.lazy.items():
-        np.testing.assert_array_equal(back.lazy[key], value)
+    for group in ("observables", "std", "per_seed"):
+        assert set(back.lazy[group]) == {"train_loss", "test_loss"}
+        for key, value in r.lazy[group].items():
+            np.testing.assert_array_equal(back.lazy[group][key], value)
+    np.testing.assert_array_equal(back.diverged_at, [np.nan, np.nan])
     import h5py
 
     with h5py.File(path, "r") as f:
-        for key in ("tau", "train_loss", "test_loss", "train_loss_std", "test_loss_std", "spike", "spike_std"):
-            assert f"observables/{key}" in f, key
-        assert "seeds/1/observables/test_loss" in f
-        assert "lazy_reference/test_loss" in f
+        # /observables holds the mean curves only; the seed sd and the runs have groups of their own
+        assert set(f["observables"]) == {"tau", *OBSERVABLES}
+        for key in ("train_loss", "test_loss", "spike"):
+            assert f[f"std/{key}"].shape == (r.tau.size,), key
+            assert f[f"per_seed/{key}"].shape == (2, r.tau.size), key
+        np.testing.assert_array_equal(f["per_seed/test_loss"][1], r.per_seed["test_loss"][1])
+        assert f["lazy_reference/observables/test_loss"].shape == (r.tau.size,)
+        assert f["lazy_reference/per_seed/test_loss"].shape == (2, r.tau.size)
         assert f.attrs["kind"] == "simulation"
     out = CliRunner().invoke(main, ["info", str(path)])
     assert out.exit_code == 0, out.output
@@ -347,8 +354,39 @@ def test_divergence_is_reported_not_hidden():
     with pytest.warns(RuntimeWarning, match="diverged"):
         r = simulate(alpha=1.0, ratio=2.0, eps=0.1, dim=20, dt=3.0, t_max=300.0, n_records=20)
     assert np.isnan(r.observables["train_loss"][-1])
-    assert r.info["diverged_seeds"] == [0]
-    assert "diverged" in r.summary()
+    assert r.diverged_seeds == [0] and np.isfinite(r.diverged_at[0])
+    assert "DIVERGED: seed 0 at tau = " in r.summary()
+
+
+def test_cli_simulate_stops_a_diverging_seed_and_exits_nonzero(tmp_path):
+    """dt = 0.6 at ratio 5.5 is beyond Euler stability (dt < 0.49): each seed's run is marked diverged at
+    its tau, its records from then on are NaN, every kept record is finite and below the bound, the file
+    is written and loads, and the command exits 1 naming the seeds; a stable run exits 0."""
+    from dmft.cli import main
+    from dmft.params import DIVERGENCE_BOUND
+    from dmft.io import load
+
+    path = tmp_path / "div.h5"
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        out = CliRunner().invoke(main, ["simulate", "--alpha", "1", "--eps", "0.02", "--ratio", "5.5", "--dt", "0.6",
+                                        "--dim", "50", "--seeds", "2", "--t-max", "30", "--quiet", "--out", str(path)])
+    assert out.exit_code == 1, out.output
+    assert "diverged: seed 0 at tau = " in out.output and "seed 1 at tau = " in out.output
+    r = load(path)
+    assert r.diverged_seeds == [0, 1]
+    for k in range(2):
+        t_div = r.diverged_at[k]
+        assert 0 < t_div <= 30
+        for name in ("train_loss", "test_loss"):
+            row = r.per_seed[name][k]
+            kept = r.tau < t_div
+            assert np.all(np.isfinite(row[kept])) and np.all(np.abs(row[kept]) < DIVERGENCE_BOUND)
+            assert np.all(np.isnan(row[r.tau > t_div]))
+    assert np.isnan(r.observables["train_loss"][-1])
+    ok = CliRunner().invoke(main, ["simulate", "--alpha", "1", "--eps", "0.02", "--ratio", "5.5", "--dt", "0.4",
+                                   "--dim", "50", "--seeds", "2", "--t-max", "30", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert "DIVERGED" not in ok.output and "final train loss: 0." in ok.output
 
 
 # ------------------------------------------------------------ training-set moments, control-variate seed mean

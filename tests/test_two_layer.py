@@ -130,6 +130,22 @@ def test_bad_inputs_are_refused_with_the_range():
         solve(alpha=1.0, ratio=1.0, t_max=4000.0, dt=0.2, samples=4000)
 
 
+def test_rows_whose_train_loss_exceeds_the_bound_are_dropped(monkeypatch):
+    # Every site's |Delta| can stay below the bound while their mean square, the train loss, does not:
+    # the sweep then stops at that row too.  Here the loss is checked against 1e4 (the sites against the
+    # real bound): the row at tau = 0.4, train loss 1.8e4, is dropped with the kernels after it.
+    import dmft.params
+    import dmft.two_layer.problem as problem
+
+    real = dmft.params.diverged
+    monkeypatch.setattr(problem, "diverged", lambda v: real(v) if np.ndim(v) else not abs(v) < 1e4)
+    res = solve(alpha=0.01, ratio=2.0, eps=0.1, dt=0.2, t_max=6.0, nodes=4, samples=4, replicas=1)
+    train = res.observables["train_loss"]
+    assert not res.success and "the train loss reached 1.84e+04 at tau = 0.4" in res.message
+    assert np.all(np.isfinite(train[:2])) and np.all(train[:2] < 1e4) and np.all(np.isnan(train[2:]))
+    assert np.all(np.isnan(res.kernels["C_z"][2:])) and np.all(np.isfinite(res.kernels["C_z"][:2, :2]))
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     # alpha = 0.01, eps = 0.1 (eps/alpha = 10) at h = 0.2: the rich single sites are Euler-unstable.
     res = solve(alpha=0.01, ratio=2.0, eps=0.1, dt=0.2, t_max=6.0, nodes=4, samples=4, replicas=1)
@@ -138,6 +154,10 @@ def test_divergence_stops_with_a_clear_message_and_keeps_good_rows():
     good = np.isfinite(res.observables["test_loss"])
     assert good[0] and good.sum() >= 2 and not good[-1]
     assert np.all(good[: good.sum()])  # the rows before the divergence are kept
+    # every row kept is below the divergence bound shared with the simulator
+    from dmft.params import DIVERGENCE_BOUND
+
+    assert np.all(res.observables["train_loss"][good] < DIVERGENCE_BOUND)
     # a step beyond Euler stability of the linear fit modes is refused up front, with the bound
     with pytest.raises(ParameterError, match=r"dt=0.2: allowed range is 0 < dt < .*0.1716"):
         solve(alpha=1.0, ratio=0.5, dt=0.2)
@@ -218,8 +238,11 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["kind"] == "dmft-two-layer"
         assert f["observables/tau"].shape == (6,)
-        for name in ("train_loss", "test_loss", "test_loss_mc_err", "spike", "bulk", "mean_norm"):
+        for name in ("train_loss", "test_loss", "spike", "bulk", "mean_norm"):
             assert f["observables/" + name].shape == (6,)
+        assert f["errors/mc/test_loss"].shape == (6,) and f["errors/batch/train_loss"].shape == (6,)
+        assert set(f["observables"]) == {"tau", "train_loss", "test_loss", "spike", "bulk", "mean_norm"}
+        assert f["diagnostics/dropped_u_mass"].shape == ()
         assert f["kernels/C_z"].shape == (6, 6)
         assert f["parameters"].attrs["alpha"] == 1.0
         test = f["observables/test_loss"][()]
@@ -233,9 +256,9 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
 
 
 def test_replica_errors_match_the_measured_spread():
-    # mc_err is the sd over sampling seeds; it must be consistent with an independent set of seeds.
+    # the mc error is the sd over sampling seeds; it must be consistent with an independent set of seeds.
     res = solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=4)
-    err = res.observables["test_loss_mc_err"]
+    err = res.errors["mc"]["test_loss"]
     assert np.all(np.isfinite(err)) and err.max() > 0
     other = [solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=1, seed=s)
              .observables["test_loss"] for s in (10, 11, 12, 13)]

@@ -60,7 +60,7 @@ iteration of :mod:`dmft.solvers.fixed_point` on the same samples, which must rea
 """
 from __future__ import annotations
 
-from .ensembles import SAMPLING_RUN_CURVES, dataset_ensemble
+from .ensembles import DATASET_STATISTICS, SAMPLING_RUN_CURVES, DatasetSpread, dataset_ensemble
 from .problem import TwoLayerProblem
 from .readouts import (
     RISE_STEPS,
@@ -73,6 +73,7 @@ from .readouts import (
 from .settings import CROSS_KERNEL_NAMES, KERNEL_NAMES, TwoLayerDMFT
 from .solve import solve
 
-__all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "population_test_loss",
+__all__ = ["TwoLayerDMFT", "TwoLayerProblem", "solve", "dataset_ensemble", "DatasetSpread", "DATASET_STATISTICS",
+           "population_test_loss",
            "cross_test_correction", "bump_test_correction", "reaction_residual",
            "KERNEL_NAMES", "CROSS_KERNEL_NAMES", "RISE_STEPS", "SAMPLING_RUN_CURVES", "train_loss_rise"]

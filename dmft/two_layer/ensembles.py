@@ -17,7 +17,7 @@ def _stage(progress, stage):
 
 
 _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
-#: curves whose kept sampling runs a finite-size solve stores as ``<name>_sampling_runs`` (runs x time)
+#: curves whose kept sampling runs a finite-size solve stores in ``result.sampling_runs`` (runs x time)
 SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
 
 
@@ -26,16 +26,17 @@ def _replica_errors(result, model, opts, replicas, progress=None):
 
     A sampling draw whose sweep diverges, or (finite_size) whose train loss :func:`train_loss_rise`
     flags, is an unstable solution of the sampled equations (with finite_size about one draw in 50-100,
-    docs/finite-size.md section 5c), not a sample of the theory: it is left out, and listed in the
-    observable ``excluded_sampling_seeds`` and in the message; ``sampling_seeds`` lists the kept ones.
+    docs/finite-size.md section 5c), not a sample of the theory: it is left out, and listed in
+    ``result.diagnostics["excluded_sampling_seeds"]`` and in the message;
+    ``result.diagnostics["sampling_seeds"]`` lists the kept ones.
 
-    * D -> inf (finite_size=False): the curves stay those of ``seed``, and ``<name>_mc_err`` is the
-      standard deviation over the kept seeds, the Monte-Carlo error of this one solve.
-    * finite_size=True: the curves are the mean over the kept seeds and ``<name>_mc_err`` is its
-      standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
+    * D -> inf (finite_size=False): the curves stay those of ``seed``, and ``result.errors["mc"][name]``
+      is the standard deviation over the kept seeds, the Monte-Carlo error of this one solve.
+    * finite_size=True: the curves are the mean over the kept seeds and ``result.errors["mc"][name]`` is
+      its standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
       0.006 at D = 200) is larger than the networks' standard errors at D <= 400, and the mean of
       sampling seeds without the unstable ones is what docs/finite-size.md section 6 compares with
-      networks; ``train_loss_sampling_runs`` and ``test_loss_sampling_runs`` hold the kept runs (seeds x
+      networks; ``result.sampling_runs`` holds the kept runs of train_loss and test_loss (seeds x
       time), which :func:`dmft.agreement.against_simulation` uses.  The kernels stay those of ``seed``.
     """
     names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
@@ -59,9 +60,10 @@ def _replica_errors(result, model, opts, replicas, progress=None):
         K, message = rep.sweep(progress=_stage(progress, f"replica {k + 1}/{replicas}"))
         admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
     kept = [seed for seed, _ in runs]
-    obs["sampling_seeds"] = np.array(kept, dtype=np.int64)
-    obs["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
+    result.diagnostics["sampling_seeds"] = np.array(kept, dtype=np.int64)
+    result.diagnostics["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
     stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]) for name in names}
+    mc = result.errors.setdefault("mc", {})
     for name in names:
         sd = np.std(stacked[name], axis=0, ddof=1) if len(runs) > 1 else np.full_like(obs[name], np.nan)
         if opts.finite_size and runs:
@@ -70,8 +72,8 @@ def _replica_errors(result, model, opts, replicas, progress=None):
             if name in SAMPLING_RUN_CURVES:
                 # the runs themselves (kept seeds x time): dmft.agreement resamples them to combine the
                 # theory's sampling error with the networks' in the exact-theory reference
-                obs[name + "_sampling_runs"] = stacked[name]
-        obs[name + "_mc_err"] = sd
+                result.sampling_runs[name] = stacked[name]
+        mc[name] = sd
     if opts.finite_size and replicas > 1 and runs:
         result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
                            "errors: its standard error")
@@ -82,10 +84,32 @@ def _replica_errors(result, model, opts, replicas, progress=None):
 
 
 _DATASET_CURVES = ("train_loss", "test_loss", "spike")
+#: the statistics of a curve over training sets in :attr:`DatasetSpread.bands`
+DATASET_STATISTICS = ("mean", "sd", "q16", "q84")
+
+
+@dataclasses.dataclass
+class DatasetSpread:
+    """The spread over training sets of :func:`dataset_ensemble`.
+
+    ``bands[stat][name]`` (length T): stat "mean", "sd" (ddof 1; NaN with fewer than 2 replicas),
+    "q16", "q84" over the replicas, for train_loss, test_loss, spike and log_spike; ``failed`` the
+    replicas whose sweep diverged (left out); ``t_train``, ``t_test`` each kept replica's first time
+    with the loss below half its initial value (NaN if not within t_max)."""
+
+    bands: dict
+    failed: int
+    t_train: np.ndarray
+    t_test: np.ndarray
+
+    def diagnostics(self) -> dict:
+        """The scalars and per-replica arrays, as stored in ``SolverResult.diagnostics``."""
+        return {"datasets_failed": np.array(self.failed), "t_train_datasets": self.t_train,
+                "t_test_datasets": self.t_test}
 
 
 def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int, seed: int | None = None,
-                     pull_fluctuation: bool = True, progress=None) -> dict:
+                     pull_fluctuation: bool = True, progress=None) -> DatasetSpread:
     """Spread over training sets of P = round(ratio * dim) points (see :func:`solve`, ``datasets``).
 
     Each replica reweights the sampled sites of one problem (control variate off) by
@@ -95,8 +119,8 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
     each replica also adds the finite-P part of the cross direction's pull on the spike,
     kappa sum_mu (W_mu - w_mu)(u Delta c - E_chi[u Delta c])_mu / phi, which the central solve
     averages over chi exactly (docs/finite-size.md, section 4; only with finite_size).  Replicas
-    whose sweep diverges are counted in ``datasets_failed`` and left out.  ``progress(stage, t)`` is called
-    after row t of each replica's sweep (stage "dataset k/R")."""
+    whose sweep diverges are counted in ``failed`` and left out.  Returns a :class:`DatasetSpread`.
+    ``progress(stage, t)`` is called after row t of each replica's sweep (stage "dataset k/R")."""
     from ..derived import crossing_time
 
     P = int(round(model.ratio * options.dim))
@@ -117,12 +141,11 @@ def dataset_ensemble(model: TwoLayerModel, options: TwoLayerDMFT, datasets: int,
             curves[name].append(obs[name])
         t_train.append(crossing_time(obs["tau"], obs["train_loss"]))
         t_test.append(crossing_time(obs["tau"], obs["test_loss"]))
-    out = {"datasets_failed": np.array(failed), "t_train_datasets": np.array(t_train),
-           "t_test_datasets": np.array(t_test)}
+    bands = {stat: {} for stat in DATASET_STATISTICS}
     curves["log_spike"] = [np.log(c) for c in curves["spike"]]  # the spread of grokking is ~lognormal in s
     for name, c in curves.items():
         c = np.array(c) if c else np.full((1, central.T1), np.nan)
-        out[name + "_dataset_mean"] = c.mean(axis=0)
-        out[name + "_dataset_sd"] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(central.T1, np.nan)
-        out[name + "_dataset_q16"], out[name + "_dataset_q84"] = np.percentile(c, [16, 84], axis=0)
-    return out
+        bands["mean"][name] = c.mean(axis=0)
+        bands["sd"][name] = c.std(axis=0, ddof=1) if len(c) > 1 else np.full(central.T1, np.nan)
+        bands["q16"][name], bands["q84"][name] = np.percentile(c, [16, 84], axis=0)
+    return DatasetSpread(bands=bands, failed=failed, t_train=np.array(t_train), t_test=np.array(t_test))

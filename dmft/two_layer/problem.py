@@ -10,11 +10,11 @@ from dmft.solvers.gaussian import propagate_all, propagate_row
 from dmft.solvers.grid import available_memory
 from dmft.solvers.volterra import cholesky_extend
 
-from ..params import ParameterError, TwoLayerModel, as_dict, require
+from ..params import DIVERGENCE_BOUND, ParameterError, TwoLayerModel, as_dict, diverged, require
 from .data_side import _data_side_row
 from .finite_size import _bump_field_row, _cross_weights_row, _own_bump_diag
 from .readouts import bump_test_correction, cross_test_correction, population_test_loss, reaction_residual
-from .settings import _BUMP_PARTNERS, _DIVERGED, CROSS_KERNEL_NAMES, KERNEL_NAMES, TwoLayerDMFT
+from .settings import _BUMP_PARTNERS, CROSS_KERNEL_NAMES, KERNEL_NAMES, TwoLayerDMFT
 from .sweep_state import SweepState
 
 class TwoLayerProblem:
@@ -261,7 +261,7 @@ class TwoLayerProblem:
                     avg[name][t, :n] = row
                     avg[name][:n, t] = row
             with np.errstate(all="ignore"):
-                exploded = not np.all(np.abs(st.Delta[:, t]) < _DIVERGED)
+                exploded = diverged(st.Delta[:, t])
             if exploded or not all(np.all(np.isfinite(a[t, :n])) for a in avg.values()):
                 message = self._divergence_message(t, st)
                 st.Delta[:, t:] = np.nan
@@ -341,8 +341,8 @@ class TwoLayerProblem:
         size[~np.isfinite(size)] = np.inf
         i = int(np.argmax(size))
         return (f"a data-side site diverged at tau = {t * self.options.dt:.4g} (step {t}; teacher field "
-                f"|u| = {self.u[i]:.3g}, {int(np.sum(size >= _DIVERGED))} of {size.size} sites with |Delta| >= "
-                f"{_DIVERGED:.0e} or non-finite; results are kept up to tau = {(t - 1) * self.options.dt:.4g}): "
+                f"|u| = {self.u[i]:.3g}, {int(np.sum(size >= DIVERGENCE_BOUND))} of {size.size} sites with "
+                f"|Delta| >= {DIVERGENCE_BOUND:.0e} or non-finite; results are kept up to tau = {(t - 1) * self.options.dt:.4g}): "
                 f"the Euler step "
                 f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)"
                 + ("; with --finite-size at small D the finite-size terms can grow faster than the D -> inf ones "
@@ -352,15 +352,29 @@ class TwoLayerProblem:
     # the two methods -----------------------------------------------------------------
     def sweep(self, progress=None):
         """Causal one-pass solution.  Returns (kernels, message); on divergence the message
-        says where, kernel rows after the last good step are NaN, and the rows before are kept."""
+        says where, kernel rows after the last good step are NaN, and the rows before are kept.
+        A row is good when every site's residual and the train loss are finite and below
+        :data:`dmft.params.DIVERGENCE_BOUND`."""
         T1 = self.T1
         K = {k: np.zeros((T1, T1)) for k in self.kernel_names}
         st, last, message = self._run(K, sweep=True, progress=progress)
+        self.last_pass = st
+        # each site's |Delta| stays below the bound up to `last`, yet their mean square can exceed it
+        with np.errstate(all="ignore"):
+            train = self._train_loss(st.Delta[:, : last + 1])
+        above = [t for t in range(last + 1) if diverged(train[t])]
+        if above:
+            t = above[0]
+            message = (f"the train loss reached {train[t]:.3g} at tau = {t * self.options.dt:.4g} (step {t}; "
+                       f"non-finite or >= {DIVERGENCE_BOUND:.0e}; results are kept up to tau = "
+                       f"{(t - 1) * self.options.dt:.4g}): the Euler step dt = {self.options.dt} is unstable; "
+                       "lower --dt")
+            last = t - 1
+            st.Delta[:, t:] = np.nan
         if message is not None:
             for k in self.kernel_names:
                 K[k][last + 1:, :] = np.nan
                 K[k][:, last + 1:] = np.nan
-        self.last_pass = st
         self.last_good = last
         return K, message
 
@@ -416,20 +430,10 @@ class TwoLayerProblem:
         s = np.diag(K["C_par"]) / o.dim
         Cb = np.diag(K["C_b"]).copy()
         with np.errstate(all="ignore"):
-            sq = Delta[self.weights > 0] ** 2
-            train = self.weights[self.weights > 0] @ sq
-            if self.last_pass is not None and self.control_variate:
-                train = train + self.last_pass.train_cv
-            nb = self.n_batches
-            per_batch = np.zeros((nb, sq.shape[1]))
-            w, batch = self.weights[self.weights > 0], self.batch_of[self.weights > 0]
-            for k in range(nb):
-                sel = batch == k
-                per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
-            train_err = per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
+            train = self._train_loss(Delta)
             test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
-        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test,
-               "train_loss_batch_err": train_err, "spike": s, "bulk": Cz, "mean_norm": Cb}
+        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
+               "mean_norm": Cb}
         if o.finite_size:
             Cq = np.diag(K["C_q"]).copy()
             out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
@@ -478,3 +482,29 @@ class TwoLayerProblem:
         """Readouts of ``kernels`` and of the last pass (:meth:`sweep`, :meth:`update` or :meth:`confirm`)."""
         self._require_pass("observables()")
         return self.observables_from(kernels, self.last_pass.Delta)
+
+    def _train_loss(self, Delta) -> np.ndarray:
+        """The train loss at the first ``Delta.shape[1]`` times from the per-site residuals of the last
+        pass (with its control variate)."""
+        train = self.weights[self.weights > 0] @ Delta[self.weights > 0] ** 2
+        if self.last_pass is not None and self.control_variate:
+            train = train + self.last_pass.train_cv[: Delta.shape[1]]
+        return train
+
+    def batch_error(self, Delta) -> np.ndarray:
+        """Within-run standard error of the train loss from the per-site residuals of a pass: the
+        spread of the loss over the sites' batches, at fixed kernels (NaN with fewer than 2 batches)."""
+        with np.errstate(all="ignore"):
+            sq = Delta[self.weights > 0] ** 2
+            nb = self.n_batches
+            per_batch = np.zeros((nb, sq.shape[1]))
+            w, batch = self.weights[self.weights > 0], self.batch_of[self.weights > 0]
+            for k in range(nb):
+                sel = batch == k
+                per_batch[k] = (w[sel] @ sq[sel]) / w[sel].sum()
+            return per_batch.std(axis=0, ddof=1) / math.sqrt(nb) if nb >= 2 else np.full(sq.shape[1], np.nan)
+
+    def errors(self, kernels) -> dict:
+        """Standard errors of the readouts of the last pass: {"batch": {"train_loss": ...}} (:meth:`batch_error`)."""
+        self._require_pass("errors()")
+        return {"batch": {"train_loss": self.batch_error(self.last_pass.Delta)}}

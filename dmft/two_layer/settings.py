@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from ..params import SEED_MAX, TwoLayerModel, dim_setting, dt_setting, require, t_max_setting
 from ..solvers.settings import setting, validate
@@ -17,9 +16,6 @@ CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
 #: most time steps of a uniform-grid solve (memory grows like steps^2, time like steps^3)
 MAX_STEPS = 20000
-
-# A residual this large means the site (and the map) has left any meaningful range: stop there.
-_DIVERGED = 1e10
 
 # Bytes of per-sample state in the causal sweep: Gamma, d Delta/d xi_b and d ell_b/d xi_b,
 # each a (T+1) x (T+1) float64 matrix per sample.

@@ -40,15 +40,18 @@ def solve(alpha, ratio, **options):
     ``checkpoint_every`` iterations).
 
     Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
-    bulk C_z(t,t), mean_norm C_b(t,t), and their Monte-Carlo standard errors ``<name>_mc_err``:
-    the standard deviation of the same curve over ``replicas`` independent sampling seeds
+    bulk C_z(t,t), mean_norm C_b(t,t) (curves only).  ``result.errors["mc"][name]`` are their
+    Monte-Carlo standard errors: the standard deviation of the same curve over ``replicas`` independent sampling seeds
     (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
     i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).  With finite_size the
-    curves are instead the mean over the sampling seeds and ``<name>_mc_err`` its standard error
-    (the bump field's sampling noise exceeds the networks' standard errors at D <= 400).  A seed that
-    diverges, or with finite_size whose train loss runs away (``train_loss_rise``), is left out:
-    ``sampling_seeds`` and ``excluded_sampling_seeds`` list them, and the message names them.
-    ``train_loss_batch_err`` is the cheaper within-run error of the train loss at fixed kernels.
+    curves are instead the mean over the sampling seeds and ``result.errors["mc"][name]`` its standard
+    error (the bump field's sampling noise exceeds the networks' standard errors at D <= 400), and
+    ``result.sampling_runs`` holds the kept runs of train_loss and test_loss.  A seed that diverges, or
+    with finite_size whose train loss runs away (``train_loss_rise``), is left out:
+    ``result.diagnostics["sampling_seeds"]`` and ``["excluded_sampling_seeds"]`` list them, and the
+    message names them.  ``result.errors["batch"]["train_loss"]`` is the cheaper within-run error of the
+    train loss at fixed kernels; :func:`dmft.solvers.result.curve_error` picks a curve's error bar.
+    ``result.diagnostics["dropped_u_mass"]`` is the Gaussian mass of |u| beyond ``u_max``.
 
     finite_size=True adds the finite-D terms of ``docs/finite-size.md`` (spike-bulk cross
     covariance, the teacher coordinate's own memory); the observables then include
@@ -56,10 +59,11 @@ def solve(alpha, ratio, **options):
     datasets=R > 0 also solves R "data-set replicas": the same sites reweighted by
     Multinomial(P, w)/P with P = round(ratio * dim) (a training set of P points drawn from the
     sites' population; control variate off so that the whole finite-P fluctuation is kept).
-    Their spread is the data-set-to-data-set spread of networks trained at this D: observables
-    ``<name>_dataset_mean``, ``_dataset_sd``, ``_dataset_q16``, ``_dataset_q84`` for train_loss,
-    test_loss, spike and log_spike, and the per-replica crossing times ``t_train_datasets``,
-    ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
+    Their spread is the data-set-to-data-set spread of networks trained at this D:
+    ``result.dataset_bands[stat][name]`` with stat "mean", "sd", "q16", "q84" for train_loss,
+    test_loss, spike and log_spike, and in ``result.diagnostics`` the per-replica crossing times
+    ``t_train_datasets``, ``t_test_datasets`` (loss below half its initial value; NaN if not within
+    t_max) and ``datasets_failed``.
     """
     model_kw, numerics_kw, solve_kw, fp_kw, run_kw = split(options, *SETTINGS, extra=RUN_OPTIONS)
     model = TwoLayerModel(alpha=alpha, ratio=ratio, **model_kw)
@@ -88,13 +92,15 @@ def solve(alpha, ratio, **options):
         problem.last_pass = problem.readout_pass()
     after_driver = time.perf_counter()
     try:
-        result.observables.update(_extra(problem))
+        result.diagnostics.update(_extra(problem))
         if method == "sweep":
             _warn_on_rise(result, opts)
         if result.success or method == "iterate":
             _replica_errors(result, model, opts, replicas, progress=bar.report)
         if datasets and result.success:
-            result.observables.update(dataset_ensemble(model, opts, datasets, progress=bar.report))
+            spread = dataset_ensemble(model, opts, datasets, progress=bar.report)
+            result.dataset_bands = spread.bands
+            result.diagnostics.update(spread.diagnostics())
     finally:
         bar.close()
     # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
@@ -158,5 +164,5 @@ def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
 
 
 def _extra(problem):
-    """Constant diagnostics stored beside the observables."""
+    """Constant diagnostics of the solve (``result.diagnostics``)."""
     return {"dropped_u_mass": np.array(problem.dropped_mass)}
