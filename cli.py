@@ -16,6 +16,7 @@ import sys
 import click
 
 from dmft.params import ParameterError
+from dmft.solvers.locking import TargetBusyError
 
 
 class _Width(click.ParamType):
@@ -47,8 +48,39 @@ def _usage_errors(func):
             raise click.UsageError(str(exc)) from None
         except FileFormatError as exc:
             raise click.ClickException(str(exc)) from None
+        except TargetBusyError as exc:
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def _owning(out, wait):
+    """Hold the lock of the output file ``out`` for the whole command (a no-op without ``out``):
+    another run on it is refused at once, or awaited with --wait (dmft.solvers.locking)."""
+    import contextlib
+
+    from dmft.solvers.locking import hold
+
+    if out is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def owning():
+        try:
+            lock = hold(out, wait=wait)
+            lock.__enter__()
+        except TargetBusyError as exc:
+            raise TargetBusyError(f"{exc}; pass --wait to wait for it") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    return owning()
+
+
+_WAIT_HELP = ("If another run is writing --out (it holds the lock .FILE.lock), wait for it to finish instead of "
+              "stopping at once with an error.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -113,39 +145,56 @@ def main():
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
 def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples, nodes, u_max, seed, replicas,
-          finite_size, datasets, method, damping, accel, tol, max_iter, checkpoint_every, out, resume, quiet):
+          finite_size, datasets, method, damping, accel, tol, max_iter, checkpoint_every, out, resume, wait, quiet):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
         raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
-    if model == "linear":
-        from dmft.linear import solve_linear
+    with _owning(out, wait):
+        before = _file_identity(out)
+        if model == "linear":
+            from dmft.linear import solve_linear
 
-        if finite_size or datasets:
-            raise ParameterError("invalid --finite-size/--datasets with --model linear: allowed only for the "
-                                 "two-layer model")
-        result = solve_linear(ratio=ratio, noise=noise, t_max=10.0 if t_max is None else t_max, steps=steps,
-                              grid=grid, damping=damping, accel=accel or "anderson", tol=tol, max_iter=max_iter,
-                              checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
-    else:
-        if alpha is None:
-            raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
-        from dmft.two_layer import solve as solve_two_layer
+            if finite_size or datasets:
+                raise ParameterError("invalid --finite-size/--datasets with --model linear: allowed only for the "
+                                     "two-layer model")
+            result = solve_linear(ratio=ratio, noise=noise, t_max=10.0 if t_max is None else t_max, steps=steps,
+                                  grid=grid, damping=damping, accel=accel or "anderson", tol=tol, max_iter=max_iter,
+                                  checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
+        else:
+            if alpha is None:
+                raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
+            from dmft.two_layer import solve as solve_two_layer
 
-        result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
-                                 t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
-                                 replicas=replicas, nodes=nodes, u_max=u_max, finite_size=finite_size,
-                                 datasets=datasets,
-                                 method=method, damping=damping, accel=accel or "none", tol=tol, max_iter=max_iter,
-                                 checkpoint_every=checkpoint_every, out=out, resume=resume, progress=not quiet)
-    click.echo(result.summary())
-    click.echo(_curve_table(result.observables))
-    if out:
-        click.echo(f"wrote {out}")
+            result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
+                                     t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,
+                                     replicas=replicas, nodes=nodes, u_max=u_max, finite_size=finite_size,
+                                     datasets=datasets, method=method, damping=damping, accel=accel or "none",
+                                     tol=tol, max_iter=max_iter, checkpoint_every=checkpoint_every, out=out,
+                                     resume=resume, progress=not quiet)
+        click.echo(result.summary())
+        click.echo(_curve_table(result.observables))
+        if out:
+            # a resume of a finished run returns the stored result and writes nothing
+            click.echo(f"wrote {out}" if _file_identity(out) != before else f"{out} is complete; nothing to do")
     if not result.success:
         sys.exit(1)
+
+
+def _file_identity(path):
+    """(inode, mtime) of ``path``, None if absent: every atomic write replaces the inode."""
+    import os
+
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _curve_table(obs, rows=10):
@@ -206,20 +255,22 @@ def _curve_table(obs, rows=10):
 @click.option("--lazy-reference", is_flag=True,
               help="Also record the lazy (NTK kernel gradient flow) reference on the same data.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
 def simulate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, records, lazy_reference,
-             out, quiet):
+             out, wait, quiet):
     """Train two-layer networks by gradient descent and record losses and order parameters."""
     from dmft.simulator import simulate as run_simulation
 
-    result = run_simulation(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim, width=width, dt=dt, eta=eta,
-                            t_max=t_max, batch=batch, seeds=seeds, seed=seed, n_records=records,
-                            lazy_reference=lazy_reference, progress=not quiet)
-    click.echo(result.summary())
-    if out:
-        result.save(out)
-        click.echo(f"wrote {out}")
+    with _owning(out, wait):
+        result = run_simulation(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim, width=width, dt=dt, eta=eta,
+                                t_max=t_max, batch=batch, seeds=seeds, seed=seed, n_records=records,
+                                lazy_reference=lazy_reference, progress=not quiet)
+        click.echo(result.summary())
+        if out:
+            result.save(out)
+            click.echo(f"wrote {out}")
 
 
 # ------------------------------------------------------------------------------ info

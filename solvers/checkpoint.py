@@ -1,6 +1,7 @@
 """Checkpoint-restart of :func:`dmft.solvers.fixed_point.iterate`: the result file IS the checkpoint.
 
-Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: ``<path>.tmp`` then rename):
+Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: a temporary file then rename,
+under the target's lock, :mod:`dmft.solvers.locking`):
 
 * root attributes: format, format_version, kind, package and library versions;
   ``/parameters``: ``problem.parameters()``;
@@ -34,6 +35,7 @@ import numpy as np
 
 from .anderson import Anderson
 from .hdf5 import FileFormatError, read_h5, write_h5
+from .locking import hold
 from .result import SolverResult, Status
 from .state import FixedPointOptions, SolverState
 from .validation import ParameterError
@@ -122,7 +124,8 @@ def _write(path, kind: str, parameters: Mapping, kernels: Mapping, derived: Mapp
         "solver": solver,
     }
     solver["checksum"] = _checksum(data, parameters)
-    return write_h5(path, kind=kind, parameters=parameters, data=data)
+    with hold(path):  # re-entrant for the run that owns ``path``; refused while another process owns it
+        return write_h5(path, kind=kind, parameters=parameters, data=data)
 
 
 def _derived(problem, kernels) -> dict:

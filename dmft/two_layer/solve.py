@@ -9,6 +9,7 @@ import numpy as np
 from dmft.solvers import causal
 from dmft.solvers.checkpoint import read_result, write_result
 from dmft.solvers.fixed_point import FixedPointOptions, iterate
+from dmft.solvers.locking import hold
 
 from ..params import ParameterError, TwoLayerModel, check_choice, check_int
 from . import readouts
@@ -57,6 +58,15 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     test_loss, spike and log_spike, and the per-replica crossing times ``t_train_datasets``,
     ``t_test_datasets`` (loss below half its initial value; NaN if not within t_max).
     """
+    args = dict(locals())
+    if out is None:
+        return _solve(**args)
+    with hold(out):  # the run owns its result/checkpoint file (dmft.solvers.locking)
+        return _solve(**args)
+
+
+def _solve(alpha, ratio, eps, noise, dim, t_max, dt, samples, nodes, u_max, seed, method, damping, accel, tol,
+           max_iter, checkpoint_every, replicas, out, resume, progress, confirm, finite_size, datasets):
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
     check_choice("method", method, ("sweep", "iterate"))
     replicas = check_int("replicas", replicas, 1, 100)
