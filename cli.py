@@ -42,8 +42,12 @@ def _usage_errors(func):
     def wrapper(*args, **kwargs):
         from dmft.io import FileFormatError
 
+        from dmft.solvers.checkpoint import ResumeMismatchError
+
         try:
             return func(*args, **kwargs)
+        except ResumeMismatchError as exc:  # about the file, not the command line: one line, exit 1
+            raise click.ClickException(str(exc)) from None
         except ParameterError as exc:
             raise click.UsageError(str(exc)) from None
         except FileFormatError as exc:

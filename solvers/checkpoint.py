@@ -40,9 +40,15 @@ from .result import SolverResult, Status
 from .state import FixedPointOptions, SolverState
 from .validation import ParameterError
 
-__all__ = ["STATE_VERSION", "write_checkpoint", "write_result", "read_state", "read_result", "make_result"]
+__all__ = ["STATE_VERSION", "ResumeMismatchError", "write_checkpoint", "write_result", "read_state", "read_result",
+           "read_checkpoint", "is_final", "require_checkpoint", "refuse_differences", "make_result"]
 
 STATE_VERSION = 2  # format 2: Anderson memory as residual differences dG, absolute-change history
+
+
+class ResumeMismatchError(ParameterError):
+    """A file cannot be resumed by this run: a parameter, an iterate-defining option or the method
+    that shapes the answer differs (the message names each, with the file's and this run's value)."""
 
 
 # ----------------------------------------------------------------------------- checksum
@@ -140,14 +146,20 @@ def write_checkpoint(path, problem, options, state) -> Path:
                   problem.observables(kernels), _solver_tree(options, state, kernels))
 
 
-def write_result(path, result: SolverResult) -> Path:
-    """Write a result with its full solver state: the file is also a checkpoint to resume from."""
+def write_result(path, result: SolverResult, *, final: bool = False) -> Path:
+    """Write a result with its full solver state: the file is also a checkpoint to resume from.
+
+    ``final=True`` marks the file as the last write of its run (``/solver/final``): a resume
+    returns it as stored (:func:`is_final`) instead of redoing the stages that follow the driver."""
     if result.state is None or result.options is None:
         raise ValueError("this SolverResult carries no solver state (it cannot be written as a checkpoint)")
     solver = _solver_tree(result.options, result.state, result.kernels)
+    if final:
+        solver["final"] = True
     # the result's message carries what was added after the run (a rising train loss, the sampling seeds
     # combined and left out): a reader of the file must see it too
     solver["message"] = str(result.message)
+    solver["method"] = str(result.method)  # "sweep" for the causal driver, the iteration's settings otherwise
     solver["wall_time"] = float(result.wall_time)
     solver["nfev"] = int(result.nfev)
     return _write(path, result.kind, result.parameters, result.kernels, result.derived_kernels,
@@ -279,6 +291,35 @@ def read_result(path, kind: str | tuple | None = None) -> SolverResult:
     return _result_from_tree(_read_tree(path, kind), path)
 
 
+def read_checkpoint(path, kind: str | tuple | None = None) -> tuple[SolverResult, dict]:
+    """A result file or checkpoint to resume from: (the stored result, its raw ``/solver`` group).
+
+    A missing file raises :class:`FileFormatError` saying there is no checkpoint to resume."""
+    require_checkpoint(path)
+    tree = _read_tree(path, kind)
+    return _result_from_tree(tree, path), tree["solver"]
+
+
+def is_final(solver_tree: Mapping) -> bool:
+    """Whether a ``/solver`` group was written by a run's last write (``write_result(final=True)``)."""
+    return bool(solver_tree.get("final", False))
+
+
+def require_checkpoint(path) -> None:
+    """Refuse to resume from a path that holds no file (one line saying so)."""
+    if not Path(path).exists():
+        raise FileFormatError(f"cannot resume: no checkpoint at {path} (no such file); run without resume "
+                              "(--resume) to start a new run")
+
+
+def refuse_differences(path, stored: Mapping, current: Mapping) -> None:
+    """Raise ParameterError naming every parameter whose value in the file ``path`` (``stored``)
+    differs from this run's (``current``), with both values."""
+    diffs = _differences(stored, current)
+    if diffs:
+        raise ResumeMismatchError(f"cannot resume from {path}: its parameters differ from this run's: " + "; ".join(diffs))
+
+
 def _differences(stored: Mapping, current: Mapping) -> list[str]:
     diffs = []
     for key in sorted(set(stored) | set(current)):
@@ -294,10 +335,9 @@ def _differences(stored: Mapping, current: Mapping) -> list[str]:
 def read_state(path, problem, options) -> Loaded:
     """Read the checkpoint ``path`` to continue ``problem`` with ``options`` (see module docstring)."""
     path = Path(path)
+    require_checkpoint(path)
     tree = _read_tree(path, problem.kind)
-    diffs = _differences(tree["parameters"], dict(problem.parameters()))
-    if diffs:
-        raise ParameterError(f"cannot resume from {path}: its parameters differ from this run's: " + "; ".join(diffs))
+    refuse_differences(path, tree["parameters"], dict(problem.parameters()))
     try:
         stored_opts = tree["solver"]["options"]
         keys = options.ITERATE_DEFINING
@@ -306,7 +346,7 @@ def read_state(path, problem, options) -> Loaded:
     except Exception as exc:
         raise FileFormatError(f"{path}: incomplete solver state: {type(exc).__name__}: {exc}") from None
     if odiffs:
-        raise ParameterError(f"cannot resume from {path}: solver options that shape the iterates differ: "
+        raise ResumeMismatchError(f"cannot resume from {path}: solver options that shape the iterates differ: "
                              + "; ".join(odiffs) + " (only tol, max_iter, checkpoint_every, confirm_factor and the "
                              "divergence settings may change on resume)")
     stored = _result_from_tree(tree, path)

@@ -73,6 +73,9 @@ class TwoLayerProblem:
         # training-set replicas (dataset_ensemble): W - w, the replica's empirical measure minus the
         # population's, per site; None for the central solve
         self.dataset_deviation = None
+        # settings of the solve around this problem that change its stored answer (solve sets the
+        # replicas and data sets), part of parameters() and so of every resume check
+        self.run_parameters = {}
 
     # samples -------------------------------------------------------------------------
     def _draw_samples(self):
@@ -154,7 +157,7 @@ class TwoLayerProblem:
         self.batch_of = np.tile(batch, o.nodes)
 
     def parameters(self) -> dict:
-        return {"model": "two-layer", **as_dict(self.model), **as_dict(self.options)}
+        return {"model": "two-layer", **as_dict(self.model), **as_dict(self.options), **self.run_parameters}
 
     # kernels -------------------------------------------------------------------------
     def initial_kernels(self) -> dict:

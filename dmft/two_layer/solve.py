@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 
 from dmft.solvers import causal
-from dmft.solvers.checkpoint import read_result, write_result
+from dmft.solvers.checkpoint import (ResumeMismatchError, is_final, read_checkpoint, read_state, refuse_differences,
+                                    write_result)
 from dmft.solvers.fixed_point import FixedPointOptions, iterate
 from dmft.solvers.locking import hold
 
@@ -74,12 +75,19 @@ def _solve(alpha, ratio, eps, noise, dim, t_max, dt, samples, nodes, u_max, seed
                         u_max=u_max, seed=seed, finite_size=finite_size)
     datasets = check_int("datasets", datasets, 0, 1000)
     problem = TwoLayerProblem(model, opts)
+    problem.run_parameters = {"replicas": replicas, "datasets": datasets}
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
                                    checkpoint_every=checkpoint_every)
-    if method == "sweep" and resume:
-        stored = read_result(out, problem.kind)
-        _check_same_parameters(stored.parameters, problem.parameters(), out)
-        return stored
+    if resume:
+        if out is None:
+            raise ParameterError("invalid resume=True without out: allowed is resume together with out=FILE")
+        stored, solver = read_checkpoint(out, problem.kind)
+        refuse_differences(out, stored.parameters, problem.parameters())
+        _refuse_other_method(out, stored, method)
+        # the whole run is in the file (for an iteration: also by this run's tol and max_iter): nothing to do
+        if method == "sweep" or (is_final(solver) and read_state(out, problem, fp_options).finished is not None):
+            stored.wall_time, stored.nfev = 0.0, 0
+            return stored
     if method == "iterate":
         # the iteration has its own bar (over iterations); the ensembles below get theirs
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
@@ -105,8 +113,8 @@ def _solve(alpha, ratio, eps, noise, dim, t_max, dt, samples, nodes, u_max, seed
         bar.close()
     # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
     result.wall_time += time.perf_counter() - after_driver
-    if out is not None and (method == "sweep" or replicas > 1):
-        write_result(out, result)
+    if out is not None:
+        write_result(out, result, final=True)
     return result
 
 
@@ -148,11 +156,16 @@ class _Progress:
             self.bar.close()
 
 
-def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
-    diff = [f"{k}: file {stored.get(k)!r}, requested {v!r}" for k, v in wanted.items() if stored.get(k) != v]
-    if diff:
-        raise ParameterError(f"invalid resume: {path} holds a run with other parameters ({'; '.join(diff)}); "
-                             "allowed is resuming with the same parameters")
+def _refuse_other_method(path, stored, method) -> None:
+    """A file is resumed only by the method that wrote it: the two give different answers (an
+    unfinished iteration is no sweep's answer, and a sweep is no iteration's)."""
+    was = "sweep" if stored.method == "sweep" else "iterate"
+    if was == method:
+        return
+    what = (f"it holds an unfinished --method iterate run ({stored.status.name} after {stored.nit} iterations)"
+            if was == "iterate" and not stored.success else f"it holds a --method {was} result")
+    raise ResumeMismatchError(f"cannot resume from {path}: {what}; method: file {was!r}, now {method!r}: "
+                         f"pass --method {was} to resume it")
 
 
 def _extra(problem):
