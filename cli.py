@@ -405,8 +405,9 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
-    OUTDIR are skipped; a failing point is recorded and the others go on.  Exit status 1 if
-    any point failed."""
+    OUTDIR are skipped; the index keeps the points of earlier sweeps of OUTDIR; a point that a
+    concurrent sweep is computing is waited for, not computed twice.  A failing point is
+    recorded and the others go on; exit status 1 if any point failed, naming them on stderr."""
     from dmft.params import check_int
     from dmft.sweep import sweep as run_sweep
 
@@ -432,6 +433,8 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
                  if d else f" {p.get('error')}")
         click.echo(line)
     if result.failed:
+        click.echo(f"error: {len(result.failed)} of {len(result.points)} points failed: {', '.join(result.failed)}",
+                   err=True)
         sys.exit(1)
 
 

@@ -9,8 +9,9 @@ process waits on it would let two processes hold "the" lock at once.  It is harm
 when no run uses the target.
 
 A second process that asks for a held lock is refused at once with :class:`TargetBusyError`
-(one line naming the file), or waits for it with ``wait=True``.  Within one process the lock is
-re-entrant: a command that holds it can call writers that take it again.
+(one line naming the file), or waits for it with ``wait=True``.  The lock is re-entrant in the
+thread that holds it (a command that holds it calls writers that take it again) and exclusive
+against other threads, as against other processes.
 
 File integrity does not depend on the lock (:mod:`dmft.solvers.hdf5` writes atomically); the lock
 keeps two runs from computing, checkpointing and resuming one target at once.
@@ -40,8 +41,9 @@ def lock_path(target: str | os.PathLike) -> Path:
 def _lock(target: str | os.PathLike) -> filelock.BaseFileLock:
     path = lock_path(Path(target).absolute())
     path.parent.mkdir(parents=True, exist_ok=True)
-    # one lock object per path in this process (is_singleton), shared by its threads: re-entrant
-    return filelock.FileLock(path, is_singleton=True, thread_local=False)
+    # one lock object per path in this process (is_singleton), with a state per thread: re-entrant in
+    # the thread that holds it, exclusive against other threads and processes
+    return filelock.FileLock(path, is_singleton=True, thread_local=True)
 
 
 @contextlib.contextmanager

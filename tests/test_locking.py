@@ -102,3 +102,23 @@ def test_two_cli_runs_on_one_target_refuse_or_wait(tmp_path):
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == [".run.h5.lock", "run.h5"]  # no temporary file; the lock file is empty
     assert (tmp_path / ".run.h5.lock").stat().st_size == 0
+
+
+def test_another_thread_of_the_holding_process_is_refused(tmp_path):
+    import threading
+
+    target = tmp_path / "t.h5"
+    seen = []
+
+    def other():
+        try:
+            with hold(target):
+                seen.append("held")
+        except TargetBusyError:
+            seen.append("refused")
+
+    with hold(target):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen == ["refused"]
