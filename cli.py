@@ -145,7 +145,9 @@ def main():
               help="Convergence: relative sup-norm change of all kernels between iterations.")
 @click.option("--max-iter", type=int, default=200, show_default=True, help="Maximum fixed-point iterations.")
 @click.option("--checkpoint-every", type=int, default=5, show_default=True,
-              help="Write the --out file every this many iterations (and at the end).")
+              help="Write the --out file every this many iterations (and at the end).  --method sweep: every "
+                   "this many time rows of the pass, only when the option is given (a sweep checkpoint holds the "
+                   "pass's whole state; --resume continues it bit-identically).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
@@ -172,6 +174,11 @@ def solve(model, alpha, ratio, eps, noise, dim, t_max, dt, steps, grid, samples,
             if alpha is None:
                 raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
             from dmft.two_layer import solve as solve_two_layer
+
+            # the sweep writes mid-pass checkpoints only when --checkpoint-every is given (dmft.two_layer.solve)
+            given = click.get_current_context().get_parameter_source("checkpoint_every")
+            if method == "sweep" and given is click.core.ParameterSource.DEFAULT:
+                checkpoint_every = None
 
             result = solve_two_layer(alpha=alpha, ratio=ratio, eps=eps, noise=noise, dim=dim,
                                      t_max=12.0 if t_max is None else t_max, dt=dt, samples=samples, seed=seed,

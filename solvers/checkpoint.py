@@ -40,7 +40,7 @@ from .result import SolverResult, Status
 from .state import FixedPointOptions, SolverState
 from .validation import ParameterError
 
-__all__ = ["STATE_VERSION", "ResumeMismatchError", "write_checkpoint", "write_result", "read_state", "read_result",
+__all__ = ["STATE_VERSION", "ResumeMismatchError", "write_checkpoint", "write_sweep_checkpoint", "write_result", "read_state", "read_result",
            "read_checkpoint", "is_final", "require_checkpoint", "refuse_differences", "make_result"]
 
 STATE_VERSION = 2  # format 2: Anderson memory as residual differences dG, absolute-change history
@@ -144,6 +144,20 @@ def write_checkpoint(path, problem, options, state) -> Path:
     kernels = {k: state.kernels[k] for k in state.keys}
     return _write(path, problem.kind, problem.parameters(), kernels, _derived(problem, kernels),
                   problem.observables(kernels), _solver_tree(options, state, kernels))
+
+
+def write_sweep_checkpoint(path, problem, options, kernels, observables, pass_tree: Mapping, rows_done: int) -> Path:
+    """Write the state of an unfinished causal sweep (:func:`dmft.solvers.causal.sweep`): the
+    kernels and observables of rows 0..rows_done-1 (NaN after), status RUNNING, method "sweep",
+    and the model's whole pass state in ``/solver/sweep_pass`` to continue it from."""
+    kernels = {k: kernels[k] for k in kernels}
+    state = SolverState.initial(kernels, options)
+    state.status = Status.RUNNING
+    state.message = f"causal sweep checkpoint: rows 0..{rows_done - 1} of 0..{problem.T1 - 1} done"
+    solver = _solver_tree(options, state, kernels)
+    solver["method"] = "sweep"
+    solver["sweep_pass"] = dict(pass_tree)
+    return _write(path, problem.kind, problem.parameters(), kernels, {}, observables, solver)
 
 
 def write_result(path, result: SolverResult, *, final: bool = False) -> Path:

@@ -21,7 +21,7 @@ from .settings import TwoLayerDMFT
 
 
 def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, samples=None, nodes=24, u_max=4.5,
-          seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=5,
+          seed=0, method="sweep", damping=0.0, accel="none", tol=1e-8, max_iter=200, checkpoint_every=None,
           replicas=2, out=None, resume=False, progress=False, confirm=True, finite_size=False, datasets=0):
     """Solve the DMFT of the two-layer network.  Returns a :class:`dmft.solvers.result.SolverResult`.
 
@@ -34,8 +34,18 @@ def solve(alpha, ratio, eps=0.02, noise=0.0, dim=200, t_max=12.0, dt=0.2, sample
     application of the fixed-point map to its kernels (``confirm``), whose residual is
     reported as ``confirmation_residual`` (round-off level for a true solution).
     method="iterate": damped / Anderson-accelerated fixed-point iteration from the frozen
-    network's kernels, on the same samples (``out``/``resume`` checkpoint every
-    ``checkpoint_every`` iterations).
+    network's kernels, on the same samples.
+
+    ``out``: the result file, which is also the checkpoint: written at the end, and every
+    ``checkpoint_every`` iterations (iterate; default 5) or time rows of the causal pass (sweep;
+    default none: a sweep's checkpoint holds the pass's whole per-site state, the memory of
+    :meth:`TwoLayerDMFT.memory_bytes`, and at the default sites writing it every 5 rows makes a
+    run ~8x slower, so it is written only when ``checkpoint_every`` is given).  The run holds
+    the file's lock throughout (:mod:`dmft.solvers.locking`).  ``resume=True`` continues the run
+    in ``out`` (a sweep from its last checkpointed row, bit-identical to an uninterrupted run; the
+    confirmation pass, replicas and data sets are then computed again) or returns it as stored when
+    it is complete.  A resume is refused when any parameter that shapes the answer differs,
+    ``replicas``, ``datasets`` and ``method`` included, naming each with both values.
 
     Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
     bulk C_z(t,t), mean_norm C_b(t,t), and their Monte-Carlo standard errors ``<name>_mc_err``:
@@ -77,15 +87,20 @@ def _solve(alpha, ratio, eps, noise, dim, t_max, dt, samples, nodes, u_max, seed
     problem = TwoLayerProblem(model, opts)
     problem.run_parameters = {"replicas": replicas, "datasets": datasets}
     fp_options = FixedPointOptions(damping=damping, accel=accel, tol=tol, max_iter=max_iter,
-                                   checkpoint_every=checkpoint_every)
+                                   checkpoint_every=5 if checkpoint_every is None else checkpoint_every)
+    # a sweep's checkpoint holds the pass's whole state (about TwoLayerDMFT.memory_bytes): written only on request
+    sweep_out = out if checkpoint_every is not None else None
+    sweep_start = None  # a stored, unfinished sweep to continue
     if resume:
         if out is None:
             raise ParameterError("invalid resume=True without out: allowed is resume together with out=FILE")
         stored, solver = read_checkpoint(out, problem.kind)
         refuse_differences(out, stored.parameters, problem.parameters())
         _refuse_other_method(out, stored, method)
+        sweep_start = solver.get("sweep_pass") if method == "sweep" else None
         # the whole run is in the file (for an iteration: also by this run's tol and max_iter): nothing to do
-        if method == "sweep" or (is_final(solver) and read_state(out, problem, fp_options).finished is not None):
+        if (method == "sweep" and sweep_start is None) or (
+                method == "iterate" and is_final(solver) and read_state(out, problem, fp_options).finished is not None):
             stored.wall_time, stored.nfev = 0.0, 0
             return stored
     if method == "iterate":
@@ -96,7 +111,8 @@ def _solve(alpha, ratio, eps, noise, dim, t_max, dt, samples, nodes, u_max, seed
     else:
         passes = 1 + int(confirm) + (replicas - 1) + datasets
         bar = _Progress(passes * problem.T1, progress)
-        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report)
+        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report, out=sweep_out,
+                              start=sweep_start)
         # the readouts are in result.observables: keep only the pass's per-site curves, so that the
         # replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
         problem.last_pass = problem.readout_pass()
