@@ -323,10 +323,28 @@ def compare(theory, sims, out, force, marks, title, dpi, plain_mean):
     from dmft.plot import save_figure
 
     check_int("dpi", dpi, low=10)
+    for path in (theory, *sims):
+        _warn_unsuccessful(path)
     fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title,
                          control_variate=not plain_mean)
     click.echo(f"wrote {save_figure(fig, out, dpi=dpi)}")
     _print_agreement(theory, sims, not plain_mean)
+
+
+def _warn_unsuccessful(path):
+    """One line on stderr when ``path`` holds a DMFT result that is not successful (it is still plotted)."""
+    from dmft.io import _decode_attr, _open
+
+    with _open(path) as f:
+        if "solver" not in f or "status" not in f["solver"]:
+            return
+        solver = f["solver"]
+        success = bool(solver["success"][()]) if "success" in solver else True
+        if success:
+            return
+        status = _decode_attr(solver["status"][()])
+        message = _decode_attr(solver["message"][()]) if "message" in solver else ""
+    click.echo(f"warning: {path}: status {status}: {' '.join(str(message).split())}", err=True)
 
 
 def _print_agreement(theory, sims, control_variate):
