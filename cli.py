@@ -16,6 +16,7 @@ import sys
 import click
 
 from dmft.params import ParameterError, require
+from dmft.solvers.locking import TargetBusyError
 
 
 class _Width(click.ParamType):
@@ -41,14 +42,49 @@ def _usage_errors(func):
     def wrapper(*args, **kwargs):
         from dmft.io import FileFormatError
 
+        from dmft.solvers.checkpoint import ResumeMismatchError
+
         try:
             return func(*args, **kwargs)
+        except ResumeMismatchError as exc:  # about the file, not the command line: one line, exit 1
+            raise click.ClickException(str(exc)) from None
         except ParameterError as exc:
             raise click.UsageError(str(exc)) from None
         except FileFormatError as exc:
             raise click.ClickException(str(exc)) from None
+        except TargetBusyError as exc:
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def _owning(out, wait):
+    """Hold the lock of the output file ``out`` for the whole command (a no-op without ``out``):
+    another run on it is refused at once, or awaited with --wait (dmft.solvers.locking)."""
+    import contextlib
+
+    from dmft.solvers.locking import hold
+
+    if out is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def owning():
+        try:
+            lock = hold(out, wait=wait)
+            lock.__enter__()
+        except TargetBusyError as exc:
+            raise TargetBusyError(f"{exc}; pass --wait to wait for it") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    return owning()
+
+
+_WAIT_HELP = ("If another run is writing --out (it holds the lock .FILE.lock), wait for it to finish instead of "
+              "stopping at once with an error.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -91,9 +127,10 @@ _ACCEL = {"two-layer": defaults(TwoLayerSolve)["accel"], "linear": defaults(Fixe
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def solve(model, out, resume, quiet, **options):
+def solve(model, out, resume, wait, quiet, **options):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
         raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
@@ -101,31 +138,35 @@ def solve(model, out, resume, quiet, **options):
     options.setdefault("t_max", _T_MAX[model])
     options.setdefault("accel", _ACCEL[model])
     run = dict(out=out, resume=resume, progress=not quiet)
-    if model == "linear":
-        from dmft.linear import SETTINGS as LINEAR_SETTINGS
-        from dmft.linear import solve_linear
+    with _owning(out, wait):
+        before = _file_identity(out)
+        if model == "linear":
+            from dmft.linear import SETTINGS as LINEAR_SETTINGS
+            from dmft.linear import solve_linear
 
-        linear = {name for cls in LINEAR_SETTINGS for name in fields(cls)}
-        two_layer_only = sorted(k for k, v in options.items()
-                                if k not in linear and v != _cli_default(k))
-        if two_layer_only:
-            raise ParameterError(f"invalid {', '.join('--' + k.replace('_', '-') for k in two_layer_only)} with "
-                                 "--model linear: allowed only for the two-layer model")
-        result = solve_linear(**{k: v for k, v in options.items() if k in linear}, **run)
-    else:
-        if options.get("alpha") is None:
-            raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model (a number > 0)")
-        from dmft.two_layer import solve as solve_two_layer
+            linear = {name for cls in LINEAR_SETTINGS for name in fields(cls)}
+            two_layer_only = sorted(k for k, v in options.items()
+                                    if k not in linear and v != _cli_default(k))
+            if two_layer_only:
+                raise ParameterError(f"invalid {', '.join('--' + k.replace('_', '-') for k in two_layer_only)} "
+                                     "with --model linear: allowed only for the two-layer model")
+            result = solve_linear(**{k: v for k, v in options.items() if k in linear}, **run)
+        else:
+            if options.get("alpha") is None:
+                raise ParameterError("invalid alpha=None: --alpha is required for the two-layer model "
+                                     "(0 < alpha <= 1e4)")
+            from dmft.two_layer import solve as solve_two_layer
 
-        for name in ("steps", "grid"):
-            if options.pop(name) != _cli_default(name):
-                raise ParameterError(f"invalid --{name} with the two-layer model: allowed only with --model linear "
-                                     "(the two-layer grid is uniform with step --dt)")
-        result = solve_two_layer(**options, **run)
-    click.echo(result.summary())
-    click.echo(_curve_table(result))
-    if out:
-        click.echo(f"wrote {out}")
+            for name in ("steps", "grid"):
+                if options.pop(name) != _cli_default(name):
+                    raise ParameterError(f"invalid --{name} with the two-layer model: allowed only with --model "
+                                         "linear (the two-layer grid is uniform with step --dt)")
+            result = solve_two_layer(**options, **run)
+        click.echo(result.summary())
+        click.echo(_curve_table(result))
+        if out:
+            # a resume of a finished run returns the stored result and writes nothing
+            click.echo(f"wrote {out}" if _file_identity(out) != before else f"{out} is complete; nothing to do")
     if not result.success:
         sys.exit(1)
 
@@ -136,6 +177,19 @@ def _cli_default(name):
         if param.name == name:
             return param.default
     raise KeyError(name)
+
+
+def _file_identity(path):
+    """(inode, mtime) of ``path``, None if absent: every atomic write replaces the inode."""
+    import os
+
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _curve_table(result, rows=10):
@@ -176,17 +230,19 @@ def _curve_table(result, rows=10):
 @click_options(TwoLayerModel)
 @click_options(SimulationSettings, override={"width": {"type": _Width(), "default": "inf"}})
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def simulate(out, quiet, **options):
+def simulate(out, wait, quiet, **options):
     """Train two-layer networks by gradient descent and record losses and order parameters."""
     from dmft.simulator import simulate as run_simulation
 
-    result = run_simulation(**options, progress=not quiet)
-    click.echo(result.summary())
-    if out:
-        result.save(out)
-        click.echo(f"wrote {out}")
+    with _owning(out, wait):
+        result = run_simulation(**options, progress=not quiet)
+        click.echo(result.summary())
+        if out:
+            result.save(out)
+            click.echo(f"wrote {out}")
     if result.diverged_seeds:
         click.echo(f"Error: diverged: {result.divergence()} (lower --dt)", err=True)
         sys.exit(1)
@@ -231,10 +287,28 @@ def compare(theory, sims, out, force, marks, title, dpi, plain_mean):
     from dmft.plot import save_figure
 
     check_int("dpi", dpi, low=10)
+    for path in (theory, *sims):
+        _warn_unsuccessful(path)
     fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title,
                          control_variate=not plain_mean)
     click.echo(f"wrote {save_figure(fig, out, dpi=dpi)}")
     _print_agreement(theory, sims, not plain_mean)
+
+
+def _warn_unsuccessful(path):
+    """One line on stderr when ``path`` holds a DMFT result that is not successful (it is still plotted)."""
+    from dmft.io import _decode_attr, _open
+
+    with _open(path) as f:
+        if "solver" not in f or "status" not in f["solver"]:
+            return
+        solver = f["solver"]
+        success = bool(solver["success"][()]) if "success" in solver else True
+        if success:
+            return
+        status = _decode_attr(solver["status"][()])
+        message = _decode_attr(solver["message"][()]) if "message" in solver else ""
+    click.echo(f"warning: {path}: status {status}: {' '.join(str(message).split())}", err=True)
 
 
 def _print_agreement(theory, sims, control_variate):
@@ -324,8 +398,9 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
-    OUTDIR are skipped; a failing point is recorded and the others go on.  Exit status 1 if
-    any point failed."""
+    OUTDIR are skipped; the index keeps the points of earlier sweeps of OUTDIR; a point that a
+    concurrent sweep is computing is waited for, not computed twice.  A failing point is
+    recorded and the others go on; exit status 1 if any point failed, naming them on stderr."""
     from dmft.params import check_int
     from dmft.sweep import sweep as run_sweep
 
@@ -354,6 +429,8 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
                  if d else f" {p.get('error')}")
         click.echo(line)
     if result.failed:
+        click.echo(f"error: {len(result.failed)} of {len(result.points)} points failed: {', '.join(result.failed)}",
+                   err=True)
         sys.exit(1)
 
 

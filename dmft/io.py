@@ -16,6 +16,7 @@ from .solvers.hdf5 import (
     _open,
     read_h5,
     read_parameters,
+    verify,
     versions,
     write_h5,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "read_h5",
     "read_parameters",
     "describe",
+    "verify",
     "versions",
     "load",
     "save",

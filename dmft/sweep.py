@@ -21,13 +21,21 @@ Layout of ``outdir``:
   is in ``error``, or "failed" = the task raised, with ``error`` the exception), ``error``,
   ``derived`` (:meth:`dmft.derived.GrokkingTimes.as_dict` of the DMFT: ``t_train``, ``t_test``,
   ``delay``, ...; JSON null stands for NaN), ``wall_time_s``, ``skipped`` (true when the file
-  was already there), and ``sim_file`` / ``sim_derived`` with simulations.  The index is
-  rewritten atomically (temporary file, then rename) after every completed point, so a killed
-  sweep leaves a valid index.
+  was already there or another sweep computed it), and ``sim_file`` / ``sim_derived`` with
+  simulations.  The index is updated after every completed point under its lock
+  (``.index.json.lock``, :mod:`dmft.solvers.locking`) and written atomically (unique temporary
+  file, fsync, rename), so a killed sweep leaves a valid index.  Updates merge by point name:
+  the points of earlier sweeps of the directory (another grid, other fixed parameters) stay in
+  the index, and a point that another sweep has settled is never set back to "pending".  The
+  top-level fields (``grid``, ``fixed``, ...) are those of the sweep that wrote last.
 
 Resuming: a point whose file(s) exist and are readable result files of the right kind is
 skipped (not recomputed); "failed" points have no file and are retried.  A point that raises
 (invalid parameters, a killed worker) is recorded as failed and does not stop the others.
+
+Concurrent sweeps of one directory: a worker holds the lock of a point's file while it computes
+it.  A worker of another sweep that reaches the same point waits for that lock, then finds the
+file and records the point as skipped: every point is computed once.
 
 Scheduling: by default an embedded ``LocalCluster(n_workers, threads_per_worker=1,
 processes=True)`` whose workers run single-threaded BLAS and Numba (``NUMBA_NUM_THREADS`` =
@@ -67,14 +75,16 @@ SIMULATE_KEYS = tuple(k for k in settings.fields(SimulationSettings) if k not in
 
 @dataclasses.dataclass
 class SweepResult:
-    """What :func:`sweep` did: the index (as written), and the names of the points it computed,
-    skipped (file already there) and that failed."""
+    """What :func:`sweep` did: the index (as written: this sweep's points merged with those of
+    earlier and concurrent sweeps of the directory), and the names of this sweep's points it
+    computed, skipped (file already there, or computed by another sweep meanwhile) and that failed."""
 
     outdir: Path
     index: dict
     computed: list
     skipped: list
     failed: list
+    entries: list = dataclasses.field(default_factory=list)
 
     @property
     def index_path(self) -> Path:
@@ -82,7 +92,8 @@ class SweepResult:
 
     @property
     def points(self) -> list:
-        return self.index["points"]
+        """This sweep's points, in grid order (``index["points"]`` also holds other sweeps')."""
+        return self.entries
 
 
 # --------------------------------------------------------------------------- names
@@ -123,25 +134,40 @@ def run_point(params: dict, path: str | None, sim_kwargs: dict | None, sim_path:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .derived import grokking_times
 
+    from .solvers.locking import hold
+
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
+    computed = False
     if path is not None:
-        from .solvers.checkpoint import write_result
-        from .two_layer import solve
+        # a worker of another sweep on this directory may own the point: wait for it, then read its file
+        with hold(path, wait=True):
+            if _existing(Path(path), "dmft-two-layer"):
+                out.update(_from_file(Path(path), fraction))
+            else:
+                from .solvers.checkpoint import write_result
+                from .two_layer import solve
 
-        result = solve(**params, out=None, progress=False)
-        write_result(path, result)
-        out["status"] = "done" if result.success else "unsuccessful"
-        out["error"] = None if result.success else result.message
-        out["derived"] = grokking_times(result, fraction).as_dict()
+                result = solve(**params, out=None, progress=False)
+                write_result(path, result)
+                computed = True
+                out["status"] = "done" if result.success else "unsuccessful"
+                out["error"] = None if result.success else result.message
+                out["derived"] = grokking_times(result, fraction).as_dict()
     if sim_kwargs is not None and sim_path is not None:
-        from .simulator import simulate
+        with hold(sim_path, wait=True):
+            if _existing(Path(sim_path), "simulation"):
+                out["sim_derived"] = grokking_times(sim_path, fraction).as_dict()
+            else:
+                from .simulator import simulate
 
-        model = {k: params[k] for k in ("alpha", "ratio", "eps", "noise") if k in params}
-        sim = simulate(**model, dt=params.get("dt", 0.2), t_max=params.get("t_max", 12.0), **sim_kwargs)
-        sim.save(sim_path)
-        out["sim_derived"] = grokking_times(sim, fraction).as_dict()
+                model = {k: params[k] for k in ("alpha", "ratio", "eps", "noise") if k in params}
+                sim = simulate(**model, dt=params.get("dt", 0.2), t_max=params.get("t_max", 12.0), **sim_kwargs)
+                sim.save(sim_path)
+                computed = True
+                out["sim_derived"] = grokking_times(sim, fraction).as_dict()
     out["wall_time_s"] = time.perf_counter() - t0
+    out["skipped"] = not computed  # another sweep computed it while this one waited
     return out
 
 
@@ -196,15 +222,47 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_index(outdir: Path, index: dict) -> Path:
+def _merge_points(old: list, new: list) -> list:
+    """The points of ``old`` (an index on disk) updated by this sweep's ``new`` entries, by name:
+    old points keep their place, new ones are appended; a "pending" entry never replaces an entry
+    that another sweep has already settled."""
+    by_name = {p["name"]: p for p in old if isinstance(p, Mapping) and "name" in p}
+    order = list(by_name)
+    for entry in new:
+        prev = by_name.get(entry["name"])
+        if prev is None:
+            order.append(entry["name"])
+        elif entry["status"] == "pending" and prev.get("status") != "pending":
+            continue
+        by_name[entry["name"]] = entry
+    return [by_name[name] for name in order]
+
+
+def _write_index(outdir: Path, index: dict) -> dict:
+    """Merge this sweep's ``index`` into ``outdir/index.json`` under the index's lock and write it
+    atomically (a unique temporary file, fsync, rename).  Returns the index as written."""
+    import tempfile
+
+    from .solvers.locking import hold
+
     path = outdir / INDEX_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_jsonable(index), f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    with hold(path, wait=True):
+        try:
+            old = load_index(path)["points"] if path.exists() else []
+        except Exception:  # noqa: BLE001 - an unreadable index is rebuilt from the sweeps that write it
+            old = []
+        merged = {**index, "points": _merge_points(old, index["points"])}
+        fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=outdir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(_jsonable(merged), f, indent=1, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return merged
 
 
 def load_index(source: str | os.PathLike) -> dict:
@@ -375,7 +433,7 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
         else:
             entry["skipped"] = True
             skipped.append(entry["name"])
-    _write_index(outdir, index)
+    merged = _write_index(outdir, index)
 
     computed, failed = [], []
     if todo:
@@ -405,9 +463,12 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
                 else:
                     entry.update(out)
                     entry.setdefault("status", "done")
-                    (failed if entry["status"] == "failed" else computed).append(entry["name"])
+                    if entry["status"] == "failed":
+                        failed.append(entry["name"])
+                    else:
+                        (skipped if entry.get("skipped") else computed).append(entry["name"])
                 fut.release()
-                _write_index(outdir, index)
+                merged = _write_index(outdir, index)
                 bar.update(1)
         finally:
             bar.close()
@@ -416,4 +477,5 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
                     obj.close()
                 except Exception:  # noqa: BLE001 - best effort shutdown
                     pass
-    return SweepResult(outdir=outdir, index=index, computed=computed, skipped=skipped, failed=failed)
+    return SweepResult(outdir=outdir, index=merged, computed=computed, skipped=skipped, failed=failed,
+                       entries=entries)

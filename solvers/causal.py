@@ -13,8 +13,12 @@ with ``r`` the relative sup-norm residual of :func:`dmft.solvers.fixed_point.res
 
 A causal problem is a :class:`~dmft.solvers.state.Problem` with two more members:
 
-* ``sweep(progress=None) -> (kernels, message)``: the causal pass; ``message`` is None on success,
-  else it says where the pass stopped (rows after it are NaN); ``progress(t)`` is called after row t;
+* ``sweep(progress=None, checkpoint=None, start=None) -> (kernels, message)``: the causal pass;
+  ``message`` is None on success, else it says where the pass stopped (rows after it are NaN);
+  ``progress(t)`` is called after row t, and ``checkpoint(t, snapshot)`` too, where ``snapshot()``
+  gives (kernels, observables, pass state: a nested dict of arrays with ``next_row``); ``start``
+  is such a pass state to continue from, exactly;
+* ``T1``: the number of rows;
 * ``confirm(kernels, progress=None) -> dict``: F(K), leaving the readouts of ``observables`` on the
   sweep's own pass.
 """
@@ -24,7 +28,7 @@ import math
 import time
 from typing import Callable
 
-from .checkpoint import make_result
+from .checkpoint import make_result, write_sweep_checkpoint
 from .fixed_point import residual
 from .result import SolverResult, Status
 from .state import FixedPointOptions, SolverState
@@ -33,17 +37,32 @@ __all__ = ["sweep"]
 
 
 def sweep(problem, options: FixedPointOptions | None = None, *, confirm: bool = True,
-          progress: Callable[[str, int], None] | None = None) -> SolverResult:
+          progress: Callable[[str, int], None] | None = None, out=None, start=None) -> SolverResult:
     """Solve a causal problem in one pass and return a :class:`SolverResult` (``method="sweep"``).
 
     ``confirm``: apply the map once to the swept kernels and report its residual as
     ``confirmation_residual`` (NaN without it, or when the sweep stopped).  ``options`` are stored
-    with the result (they shape no iterate here).  ``progress(stage, t)`` is called after row t of
-    each pass, with stage "sweep" or "confirm".  ``nfev`` counts passes: 1, plus 1 with ``confirm``.
+    with the result; of them only ``checkpoint_every`` acts here.  ``progress(stage, t)`` is called
+    after row t of each pass, with stage "sweep" or "confirm".  ``nfev`` counts passes: 1, plus 1
+    with ``confirm``.
+
+    ``out``: every ``options.checkpoint_every`` rows of the pass, write a checkpoint there
+    (:func:`~dmft.solvers.checkpoint.write_sweep_checkpoint`: status RUNNING, the model's whole
+    pass state).  ``start``: such a stored pass state (``/solver/sweep_pass``); the pass continues
+    after its last row and gives kernels bit-identical to an uninterrupted pass.  The caller
+    writes the result.
     """
     options = FixedPointOptions() if options is None else options
-    start = time.perf_counter()
-    kernels, message = problem.sweep(progress=None if progress is None else (lambda t: progress("sweep", t)))
+    start_time = time.perf_counter()
+    every = options.checkpoint_every
+
+    def checkpoint(t, snapshot):
+        if (t + 1) % every == 0 and t + 1 < problem.T1:
+            kernels, observables, tree = snapshot()
+            write_sweep_checkpoint(out, problem, options, kernels, observables, tree, t + 1)
+
+    kernels, message = problem.sweep(progress=None if progress is None else (lambda t: progress("sweep", t)),
+                                     checkpoint=None if out is None else checkpoint, start=start)
     confirmation = math.nan
     if message is None and confirm:
         fk = problem.confirm(kernels, progress=None if progress is None else (lambda t: progress("confirm", t)))
@@ -59,6 +78,6 @@ def sweep(problem, options: FixedPointOptions | None = None, *, confirm: bool = 
         state.status = Status.NON_FINITE
         state.message = message
     result = make_result(problem, options, state, kernels, nfev=1 + int(confirm),
-                         wall_time=time.perf_counter() - start)
+                         wall_time=time.perf_counter() - start_time)
     result.method = "sweep"
     return result

@@ -1,6 +1,7 @@
 """Checkpoint-restart of :func:`dmft.solvers.fixed_point.iterate`: the result file IS the checkpoint.
 
-Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: ``<path>.tmp`` then rename):
+Layout (written by :func:`dmft.solvers.hdf5.write_h5`, atomically: a temporary file then rename,
+under the target's lock, :mod:`dmft.solvers.locking`):
 
 * root attributes: format, format_version, kind, package and library versions;
   ``/parameters``: ``problem.parameters()``;
@@ -42,13 +43,20 @@ import numpy as np
 
 from .anderson import Anderson
 from .hdf5 import FileFormatError, read_h5, write_h5
+from .locking import hold
 from .result import SolverResult, Status
 from .state import FixedPointOptions, SolverState
 from .validation import ParameterError
 
-__all__ = ["STATE_VERSION", "write_checkpoint", "write_result", "read_state", "read_result", "make_result"]
+__all__ = ["STATE_VERSION", "ResumeMismatchError", "write_checkpoint", "write_sweep_checkpoint", "write_result", "read_state", "read_result",
+           "read_checkpoint", "is_final", "require_checkpoint", "refuse_differences", "make_result"]
 
 STATE_VERSION = 2  # format 2: Anderson memory as residual differences dG, absolute-change history
+
+
+class ResumeMismatchError(ParameterError):
+    """A file cannot be resumed by this run: a parameter, an iterate-defining option or the method
+    that shapes the answer differs (the message names each, with the file's and this run's value)."""
 
 
 # ----------------------------------------------------------------------------- checksum
@@ -139,7 +147,8 @@ def _write(path, kind: str, parameters: Mapping, kernels: Mapping, derived: Mapp
         "solver": solver,
     }
     solver["checksum"] = _checksum(data, parameters)
-    return write_h5(path, kind=kind, parameters=parameters, data=data)
+    with hold(path):  # re-entrant for the run that owns ``path``; refused while another process owns it
+        return write_h5(path, kind=kind, parameters=parameters, data=data)
 
 
 def _derived(problem, kernels) -> dict:
@@ -161,14 +170,34 @@ def write_checkpoint(path, problem, options, state) -> Path:
                   {"errors": _errors(problem, kernels)})
 
 
-def write_result(path, result: SolverResult) -> Path:
-    """Write a result with its full solver state: the file is also a checkpoint to resume from."""
+def write_sweep_checkpoint(path, problem, options, kernels, observables, pass_tree: Mapping, rows_done: int) -> Path:
+    """Write the state of an unfinished causal sweep (:func:`dmft.solvers.causal.sweep`): the
+    kernels and observables of rows 0..rows_done-1 (NaN after), status RUNNING, method "sweep",
+    and the model's whole pass state in ``/solver/sweep_pass`` to continue it from."""
+    kernels = {k: kernels[k] for k in kernels}
+    state = SolverState.initial(kernels, options)
+    state.status = Status.RUNNING
+    state.message = f"causal sweep checkpoint: rows 0..{rows_done - 1} of 0..{problem.T1 - 1} done"
+    solver = _solver_tree(options, state, kernels)
+    solver["method"] = "sweep"
+    solver["sweep_pass"] = dict(pass_tree)
+    return _write(path, problem.kind, problem.parameters(), kernels, {}, observables, solver)
+
+
+def write_result(path, result: SolverResult, *, final: bool = False) -> Path:
+    """Write a result with its full solver state: the file is also a checkpoint to resume from.
+
+    ``final=True`` marks the file as the last write of its run (``/solver/final``): a resume
+    returns it as stored (:func:`is_final`) instead of redoing the stages that follow the driver."""
     if result.state is None or result.options is None:
         raise ValueError("this SolverResult carries no solver state (it cannot be written as a checkpoint)")
     solver = _solver_tree(result.options, result.state, result.kernels)
+    if final:
+        solver["final"] = True
     # the result's message carries what was added after the run (a rising train loss, the sampling seeds
     # combined and left out): a reader of the file must see it too
     solver["message"] = str(result.message)
+    solver["method"] = str(result.method)  # "sweep" for the causal driver, the iteration's settings otherwise
     solver["wall_time"] = float(result.wall_time)
     solver["nfev"] = int(result.nfev)
     return _write(path, result.kind, result.parameters, result.kernels, result.derived_kernels,
@@ -302,6 +331,35 @@ def read_result(path, kind: str | tuple | None = None) -> SolverResult:
     return _result_from_tree(_read_tree(path, kind), path)
 
 
+def read_checkpoint(path, kind: str | tuple | None = None) -> tuple[SolverResult, dict]:
+    """A result file or checkpoint to resume from: (the stored result, its raw ``/solver`` group).
+
+    A missing file raises :class:`FileFormatError` saying there is no checkpoint to resume."""
+    require_checkpoint(path)
+    tree = _read_tree(path, kind)
+    return _result_from_tree(tree, path), tree["solver"]
+
+
+def is_final(solver_tree: Mapping) -> bool:
+    """Whether a ``/solver`` group was written by a run's last write (``write_result(final=True)``)."""
+    return bool(solver_tree.get("final", False))
+
+
+def require_checkpoint(path) -> None:
+    """Refuse to resume from a path that holds no file (one line saying so)."""
+    if not Path(path).exists():
+        raise FileFormatError(f"cannot resume: no checkpoint at {path} (no such file); run without resume "
+                              "(--resume) to start a new run")
+
+
+def refuse_differences(path, stored: Mapping, current: Mapping) -> None:
+    """Raise ParameterError naming every parameter whose value in the file ``path`` (``stored``)
+    differs from this run's (``current``), with both values."""
+    diffs = _differences(stored, current)
+    if diffs:
+        raise ResumeMismatchError(f"cannot resume from {path}: its parameters differ from this run's: " + "; ".join(diffs))
+
+
 def _differences(stored: Mapping, current: Mapping) -> list[str]:
     diffs = []
     for key in sorted(set(stored) | set(current)):
@@ -317,10 +375,9 @@ def _differences(stored: Mapping, current: Mapping) -> list[str]:
 def read_state(path, problem, options) -> Loaded:
     """Read the checkpoint ``path`` to continue ``problem`` with ``options`` (see module docstring)."""
     path = Path(path)
+    require_checkpoint(path)
     tree = _read_tree(path, problem.kind)
-    diffs = _differences(tree["parameters"], dict(problem.parameters()))
-    if diffs:
-        raise ParameterError(f"cannot resume from {path}: its parameters differ from this run's: " + "; ".join(diffs))
+    refuse_differences(path, tree["parameters"], dict(problem.parameters()))
     try:
         stored_opts = tree["solver"]["options"]
         keys = options.ITERATE_DEFINING
@@ -329,7 +386,7 @@ def read_state(path, problem, options) -> Loaded:
     except Exception as exc:
         raise FileFormatError(f"{path}: incomplete solver state: {type(exc).__name__}: {exc}") from None
     if odiffs:
-        raise ParameterError(f"cannot resume from {path}: solver options that shape the iterates differ: "
+        raise ResumeMismatchError(f"cannot resume from {path}: solver options that shape the iterates differ: "
                              + "; ".join(odiffs) + " (only tol, max_iter, checkpoint_every, confirm_factor and the "
                              "divergence settings may change on resume)")
     stored = _result_from_tree(tree, path)

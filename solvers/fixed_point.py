@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, locking
 from .anderson import Anderson
 from .result import SolverResult, Status
 from .state import FixedPointOptions, IterationInfo, Problem, SolverState, validated_kernels
@@ -157,13 +157,22 @@ def iterate(
     the final, converged evaluation); raising StopIteration in it stops the run with status
     STOPPED (the state is saved and can be resumed).  Any other exception propagates, after the
     last consistent state has been written to ``out``.
-    ``progress=True`` shows a tqdm bar over iterations.
+    ``progress=True`` shows a tqdm bar over iterations.  With ``out`` the run holds the file's
+    lock (:func:`dmft.solvers.locking.hold`) throughout: a run of another process on the same file
+    raises :class:`~dmft.solvers.locking.TargetBusyError` at once.
     """
     options = FixedPointOptions() if options is None else options
     if not isinstance(options, FixedPointOptions):
         raise TypeError(f"options must be a FixedPointOptions, got {type(options).__name__}")
     if resume and out is None:
         raise ParameterError("invalid resume=True without out: allowed is resume together with out=FILE")
+    if out is None:
+        return _iterate(problem, options, None, False, callback, progress)
+    with locking.hold(out):  # the run owns its checkpoint file (dmft.solvers.locking)
+        return _iterate(problem, options, out, resume, callback, progress)
+
+
+def _iterate(problem, options, out, resume, callback, progress) -> SolverResult:
     t_start = time.perf_counter()
     nfev = 0
 

@@ -13,7 +13,10 @@ File contract (every file written by this package, simulator or solver):
   ``/sampling_runs``, ``/dataset_bands``, ``/diagnostics``, ``/kernels`` and ``/solver`` for DMFT
   solves, :mod:`dmft.solvers.checkpoint`).
 
-* root attribute ``checksum``: BLAKE2b of every group, dataset and attribute; every reader verifies it.
+* root attribute ``checksum``: BLAKE2b of every group, dataset and attribute; every reader verifies it;
+* the HDF5 user block (the first 512 bytes, which HDF5 leaves to applications) holds a BLAKE2b digest
+  of every byte after it, checked before HDF5 parses anything: a damaged byte anywhere is refused
+  without handing damaged metadata to the HDF5 library.
 
 Writes are atomic: the file is written under a temporary name unique to the writer in the same
 directory, synced and renamed over ``path``, so a killed process never leaves a half-written
@@ -31,7 +34,7 @@ import h5py
 import numpy as np
 
 FORMAT = "dmft"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 __all__ = [
     "FORMAT",
@@ -198,7 +201,7 @@ def write_h5(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", userblock_size=_USERBLOCK) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["kind"] = kind
@@ -225,7 +228,12 @@ def write_h5(
                             ds.dims[1].attach_scale(tau)
             f.flush()
             f.attrs[_CHECKSUM] = _digest(f)
-        with open(tmp, "rb") as handle:
+        with open(tmp, "r+b") as handle:
+            handle.seek(_USERBLOCK)
+            header = _file_header(hashlib.blake2b(handle.read(), digest_size=32).hexdigest())
+            handle.seek(0)
+            handle.write(header)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -233,6 +241,30 @@ def write_h5(
         if tmp.exists():  # only this call's own temporary file
             tmp.unlink()
     return path
+
+
+_USERBLOCK = 512
+_MAGIC = b"dmft file; BLAKE2b-256 of the bytes after this 512-byte block: "
+
+
+def _file_header(hexdigest: str) -> bytes:
+    return (_MAGIC + hexdigest.encode() + b"\n").ljust(_USERBLOCK, b"\0")
+
+
+def _check_bytes(path: Path) -> None:
+    """The whole-file digest in the user block matches the file's bytes (before HDF5 reads them)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(_USERBLOCK)
+            digest = hashlib.blake2b(handle.read(), digest_size=32).hexdigest()
+    except OSError as exc:
+        raise FileFormatError(f"{path}: unreadable: {_one_line(exc)}") from None
+    if not header.startswith(_MAGIC):
+        raise FileFormatError(f"{path}: not a dmft file of format version {FORMAT_VERSION} (no file checksum "
+                              "header; damaged, or written by another program or dmft version)")
+    if header != _file_header(digest):
+        raise FileFormatError(f"{path}: checksum mismatch: the file is corrupted (its bytes differ from what "
+                              "was written)")
 
 
 def _open(path: str | os.PathLike) -> h5py.File:
@@ -243,6 +275,7 @@ def _open(path: str | os.PathLike) -> h5py.File:
         raise FileFormatError(f"{path}: no such file")
     if path.is_dir():
         raise FileFormatError(f"{path}: is a directory, not a dmft file")
+    _check_bytes(path)
     try:
         f = h5py.File(path, "r")
     except Exception as exc:  # truncated, corrupted, not HDF5, unreadable

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-SOLVER_MODULES = ("anderson", "causal", "checkpoint", "fixed_point", "gaussian", "grid", "hdf5", "result", "state",
+SOLVER_MODULES = ("anderson", "causal", "checkpoint", "fixed_point", "gaussian", "grid", "hdf5", "locking", "result", "state",
                   "validation", "volterra")
 
 

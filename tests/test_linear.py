@@ -186,7 +186,7 @@ def test_cli_solve_and_resume(tmp_path):
     assert all(np.array_equal(resumed.kernels[k], full.kernels[k]) for k in full.kernels)
 
     r = runner.invoke(main, [a if a != "2" else "3" for a in args] + ["--resume"])
-    assert r.exit_code == 2 and "ratio: file 2.0, now 3.0" in r.output
+    assert r.exit_code == 1 and "ratio: file 2.0, now 3.0" in r.output
 
     bad = tmp_path / "bad.h5"
     bad.write_bytes(out.read_bytes()[:5000])

@@ -297,3 +297,22 @@ def test_compare_draws_simulations_as_the_control_variate_mean(tmp_path):
     assert not any("CV" in t.get_text() for t in ax.get_legend().get_texts())
     r = CliRunner().invoke(main, ["compare", str(tmp_path / "s.h5"), "--plain-mean", "-o", str(tmp_path / "p.png")])
     assert r.exit_code == 0, r.output
+
+
+def test_cli_compare_warns_about_an_unsuccessful_result_and_still_plots(tmp_path):
+    from click.testing import CliRunner
+
+    from dmft.cli import main
+    from dmft.two_layer import solve
+
+    kw = dict(alpha=1.0, ratio=2.0, eps=0.1, dim=50, t_max=0.8, nodes=4, samples=4)
+    bad, good = tmp_path / "stopped.h5", tmp_path / "good.h5"
+    assert not solve(**kw, method="iterate", max_iter=2, out=bad).success
+    assert solve(**kw, out=good).success
+    r = CliRunner().invoke(main, ["compare", str(bad), str(good), "-o", str(tmp_path / "f.png")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f.png").stat().st_size > 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {bad}: status MAX_ITER: maximum number of iterations")
+    clean = CliRunner().invoke(main, ["compare", str(good), "-o", str(tmp_path / "g.png")])
+    assert clean.exit_code == 0 and clean.stderr == ""

@@ -233,3 +233,91 @@ def test_cli_sweep_with_simulations_then_phase(tmp_path, client):
     assert r.exit_code == 2 and "comma-separated" in r.output
     r = CliRunner().invoke(main, ["sweep", "--help"])
     assert "tau" in r.output and "--scheduler" in r.output and "--workers" in r.output
+
+
+# ----------------------------------------------------------------- concurrent sweeps
+def test_a_second_grid_in_the_same_directory_keeps_the_first_grids_points(tmp_path, client):
+    first = sweep({"alpha": [0.5, 1.0], "ratio": [1.0]}, tmp_path, scheduler=client, progress=False, **TINY)
+    second = sweep({"alpha": [2.0], "ratio": [1.0, 2.0]}, tmp_path, scheduler=client, progress=False, **TINY)
+    assert len(first.computed) == 2 and len(second.computed) == 2 and len(second.points) == 2
+    names = [p["name"] for p in load_index(tmp_path)["points"]]
+    assert names == [p["name"] for p in first.points] + [p["name"] for p in second.points]
+    assert all(p["status"] == "done" for p in load_index(tmp_path)["points"])
+    # a failing point: reported, and the index keeps everything else
+    third = sweep({"alpha": [-1.0], "ratio": [1.0]}, tmp_path, scheduler=client, progress=False, **TINY)
+    assert len(third.failed) == 1
+    assert len(load_index(tmp_path)["points"]) == 5
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def _cli_sweep(outdir, address, alphas="0.5,1,2"):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-m", "dmft.cli", "sweep", "--alpha", alphas, "--ratio", "1,2", "--eps", "0.1",
+            "--dim", "50", "--t-max", "3", "--dt", "0.2", "--nodes", "6", "--samples", "6", "--outdir", str(outdir),
+            "--scheduler", address, "--quiet"]
+    return subprocess.Popen(args, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _counts(log):
+    import re
+
+    m = re.search(r"(\d+) points: (\d+) computed, (\d+) already done, (\d+) failed", log)
+    return tuple(int(g) for g in m.groups())
+
+
+def test_two_concurrent_sweeps_compute_every_point_once(tmp_path, client):
+    procs = [_cli_sweep(tmp_path, client.scheduler.address) for _ in range(2)]
+    logs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        logs.append(_counts(out))
+    assert all(total == 6 and failed == 0 for total, _, _, failed in logs)
+    assert sum(computed for _, computed, _, _ in logs) == 6  # each point computed by exactly one sweep
+    index = load_index(tmp_path)
+    assert len(index["points"]) == 6 and all(p["status"] == "done" for p in index["points"])
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".h5")]) == 6
+
+
+def test_a_point_held_by_another_worker_is_waited_for_not_recomputed(tmp_path, client):
+    from dmft.solvers.checkpoint import write_result
+    from dmft.solvers.locking import hold
+    from dmft.two_layer import solve
+
+    from dmft.sweep import SOLVE_KEYS
+
+    given = {"alpha": 1.0, "ratio": 1.0, "eps": 0.1, "noise": 0.0, "dim": 50, "t_max": 3.0, "dt": 0.2, "samples": 6,
+             "nodes": 6, "seed": 0, "replicas": 2}  # the point as `dmft sweep` (_cli_sweep) names it
+    params = {k: given[k] for k in SOLVE_KEYS if k in given}
+    target = tmp_path / (point_name(params, ["alpha", "ratio"]) + ".h5")
+    with hold(target):  # "another worker" owns the point
+        proc = _cli_sweep(tmp_path, client.scheduler.address, alphas="1")
+        import time
+
+        time.sleep(3)
+        assert proc.poll() is None  # the sweep waits for the point
+        write_result(target, solve(**params))
+        mine = os.stat(target).st_ino
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert _counts(out) == (2, 1, 1, 0)  # ratio 2 computed; ratio 1 found done after the wait
+    assert os.stat(target).st_ino == mine  # not written again
+    entry = next(p for p in load_index(tmp_path)["points"] if p["parameters"]["ratio"] == 1.0)
+    assert entry["status"] == "done" and entry["skipped"] and entry["derived"] is not None
+
+
+def test_cli_sweep_exits_1_naming_the_failed_points(tmp_path, client):
+    from dmft.cli import main
+
+    res = CliRunner().invoke(main, ["sweep", "--alpha", "1,-1", "--ratio", "1", "--eps", "0.1",
+                                                    "--dim", "50", "--t-max", "0.8", "--nodes", "4", "--samples", "4",
+                                                    "--outdir", str(tmp_path), "--scheduler",
+                                                    client.scheduler.address, "--quiet"])
+    assert res.exit_code == 1
+    assert "2 points: 1 computed, 0 already done, 1 failed" in res.stdout
+    assert res.stderr.strip().startswith("error: 1 of 2 points failed: alpha-1_ratio1-")

@@ -250,7 +250,7 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
     again = CliRunner().invoke(main, args + ["--resume"])
     assert again.exit_code == 0, again.output
     bad = CliRunner().invoke(main, [a if a != "1" else "0.5" for a in args[:3]] + args[3:] + ["--resume"])
-    assert bad.exit_code == 2 and "other parameters" in bad.output and "alpha" in bad.output
+    assert bad.exit_code == 1 and "its parameters differ" in bad.output and "alpha: file 1.0, now 0.5" in bad.output
     neg = CliRunner().invoke(main, ["solve", "--alpha", "-1", "--ratio", "2"])
     assert neg.exit_code == 2 and "alpha" in neg.output and "0 < alpha <= 1e4" in neg.output and "Traceback" not in neg.output
 

@@ -73,6 +73,9 @@ class TwoLayerProblem:
         # training-set replicas (dataset_ensemble): W - w, the replica's empirical measure minus the
         # population's, per site; None for the central solve
         self.dataset_deviation = None
+        # settings of the solve around this problem that change its stored answer (solve sets the
+        # replicas and data sets), part of parameters() and so of every resume check
+        self.run_parameters = {}
 
     # samples -------------------------------------------------------------------------
     def _draw_samples(self):
@@ -154,7 +157,7 @@ class TwoLayerProblem:
         self.batch_of = np.tile(batch, o.nodes)
 
     def parameters(self) -> dict:
-        return {"model": "two-layer", **as_dict(self.model), **as_dict(self.options)}
+        return {"model": "two-layer", **as_dict(self.model), **as_dict(self.options), **self.run_parameters}
 
     # kernels -------------------------------------------------------------------------
     def initial_kernels(self) -> dict:
@@ -167,9 +170,12 @@ class TwoLayerProblem:
             K.update({"R_q": R.copy(), "C_q": np.zeros((T1, T1))})
         return K
 
-    def _run(self, K, sweep, progress=None):
+    def _run(self, K, sweep, progress=None, checkpoint=None, start=None):
         """One pass over t = 0..T.  sweep=True fills row t of K (weight side) before the data
         side of row t uses it: the causal solution.  sweep=False keeps K fixed (map F).
+        ``checkpoint(t, snapshot)`` is called after row t; ``snapshot()`` returns (kernels,
+        observables, pass tree) of the pass so far.  ``start``: a pass tree to continue from
+        (the pass then runs rows ``start["next_row"]``..T, bit-identical to an uninterrupted pass).
         Returns (state: SweepState, last_good_step, message)."""
         T1, o, mdl = self.T1, self.options, self.model
         B = self.u2.shape[0]
@@ -189,10 +195,23 @@ class TwoLayerProblem:
             phi_hat = np.zeros(1)
             C_q = np.zeros((1, 1))
         cv = self._control_variate_state() if self.control_variate else None
-        avg = st.avg
         S = np.zeros((T1, T1)) if sweep else np.ascontiguousarray(K["C_par"] / o.dim)
+        # everything else a pass carries from row to row (restored in place on a resume)
+        scratch = {"out_Rz": out_Rz, "out_Nz": out_Nz, "out_Npar": out_Npar, "out_Nb": out_Nb, "out_Rb": out_Rb,
+                   "out_V": out_V, "out_Vperp": out_Vperp, "out_Rq": out_Rq, "out_pull": out_pull,
+                   "out_Rpar": out_Rpar, "phi_hat": phi_hat, "C_q": C_q, "S": S}
+        t0 = 0
+        if start is not None:
+            st, t0 = self._restore_pass(start, K, scratch, cv)
+        avg = st.avg
         w, wu = self.weights, self.weights * self.u2
-        for t in range(T1):
+
+        def snapshot(t):
+            tree = {"next_row": t + 1, "samples_digest": self.samples_digest(), "kernels": dict(K),
+                    "state": st.to_tree(), "scratch": scratch, "cv": cv or {}}
+            return K, self._partial_observables(K, st, t), tree
+
+        for t in range(t0, T1):
             if sweep:
                 self._weight_side_row(t, avg, K, st.phi)
                 S[t, : t + 1] = K["C_par"][t, : t + 1] / o.dim
@@ -266,9 +285,58 @@ class TwoLayerProblem:
                 message = self._divergence_message(t, st)
                 st.Delta[:, t:] = np.nan
                 return st, t - 1, message
+            if checkpoint is not None:
+                checkpoint(t, lambda: snapshot(t))
             if progress is not None:
                 progress(t)
         return st, T1 - 1, None
+
+    # checkpoints of a pass -------------------------------------------------------------
+    def samples_digest(self) -> str:
+        """BLAKE2b of every random draw of this problem (the same seed must give the same samples
+        for a checkpointed pass to be continued)."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        for arr in (self.gauss, self.label_noise, self.weights, self.gauss_q, self.partners, self.omegas,
+                    self.bulk_norm):
+            a = np.ascontiguousarray(arr)
+            h.update(a.dtype.str.encode() + repr(a.shape).encode() + a.reshape(-1).view(np.uint8).tobytes())
+        return h.hexdigest()
+
+    def _restore_pass(self, tree, K, scratch, cv):
+        """Copy a stored pass (``_run``'s snapshot) into the arrays of a new pass; returns
+        (state, next row)."""
+        from dmft.solvers.checkpoint import ResumeMismatchError
+
+        digest = str(tree["samples_digest"])
+        if digest != self.samples_digest():
+            raise ResumeMismatchError("cannot resume the sweep: the samples drawn from this seed differ from the "
+                                      f"checkpoint's (digest {digest}, now {self.samples_digest()}): another numpy "
+                                      "random generator?")
+        for k in K:
+            K[k][...] = tree["kernels"][k]
+        for name, arr in scratch.items():
+            arr[...] = tree["scratch"][name]
+        if cv is not None:
+            for name, arr in cv.items():
+                arr[...] = tree["cv"][name]
+        return SweepState.from_tree(tree["state"]), int(tree["next_row"])
+
+    def _partial_observables(self, K, st, t) -> dict:
+        """Observables of a pass that has done rows 0..t (NaN after row t)."""
+        kept = self.last_pass
+        self.last_pass = st
+        try:
+            with np.errstate(all="ignore"):
+                obs = self.observables_from(K, st.Delta)
+        finally:
+            self.last_pass = kept
+        later = np.arange(self.T1) > t
+        for name, value in obs.items():
+            if name != "tau" and np.shape(value) == (self.T1,):
+                obs[name] = np.where(later, np.nan, value)
+        return obs
 
     # control variate ------------------------------------------------------------------
     def _control_variate_state(self):
@@ -350,14 +418,15 @@ class TwoLayerProblem:
                    if self.options.finite_size else ""))
 
     # the two methods -----------------------------------------------------------------
-    def sweep(self, progress=None):
+    def sweep(self, progress=None, checkpoint=None, start=None):
         """Causal one-pass solution.  Returns (kernels, message); on divergence the message
         says where, kernel rows after the last good step are NaN, and the rows before are kept.
         A row is good when every site's residual and the train loss are finite and below
-        :data:`dmft.params.DIVERGENCE_BOUND`."""
+        :data:`dmft.params.DIVERGENCE_BOUND`.  ``checkpoint(t, snapshot)`` after each row and
+        ``start`` (a stored pass to continue): see :meth:`_run` and :func:`dmft.solvers.causal.sweep`."""
         T1 = self.T1
         K = {k: np.zeros((T1, T1)) for k in self.kernel_names}
-        st, last, message = self._run(K, sweep=True, progress=progress)
+        st, last, message = self._run(K, sweep=True, progress=progress, checkpoint=checkpoint, start=start)
         self.last_pass = st
         # each site's |Delta| stays below the bound up to `last`, yet their mean square can exceed it
         with np.errstate(all="ignore"):

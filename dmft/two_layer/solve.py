@@ -7,8 +7,10 @@ import warnings
 import numpy as np
 
 from dmft.solvers import causal
-from dmft.solvers.checkpoint import read_result, write_result
+from dmft.solvers.checkpoint import (ResumeMismatchError, is_final, read_checkpoint, read_state, refuse_differences,
+                                    write_result)
 from dmft.solvers.fixed_point import FixedPointOptions, iterate
+from dmft.solvers.locking import hold
 
 from ..params import ParameterError, TwoLayerModel
 from ..solvers.settings import options_doc, signature, split
@@ -36,8 +38,18 @@ def solve(alpha, ratio, **options):
     application of the fixed-point map to its kernels (``confirm``), whose residual is
     reported as ``confirmation_residual`` (round-off level for a true solution).
     method="iterate": damped / Anderson-accelerated fixed-point iteration from the frozen
-    network's kernels, on the same samples (``out``/``resume`` checkpoint every
-    ``checkpoint_every`` iterations).
+    network's kernels, on the same samples.
+
+    ``out``: the result file, which is also the checkpoint: written at the end, and every
+    ``checkpoint_every`` iterations (iterate; default 5) or time rows of the causal pass (sweep;
+    default none: a sweep's checkpoint holds the pass's whole per-site state, the memory of
+    :meth:`TwoLayerDMFT.memory_bytes`, and at the default sites writing it every 5 rows makes a
+    run ~8x slower, so it is written only when ``checkpoint_every`` is given).  The run holds
+    the file's lock throughout (:mod:`dmft.solvers.locking`).  ``resume=True`` continues the run
+    in ``out`` (a sweep from its last checkpointed row, bit-identical to an uninterrupted run; the
+    confirmation pass, replicas and data sets are then computed again) or returns it as stored when
+    it is complete.  A resume is refused when any parameter that shapes the answer differs,
+    ``replicas``, ``datasets`` and ``method`` included, naming each with both values.
 
     Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
     bulk C_z(t,t), mean_norm C_b(t,t) (curves only).  ``result.errors["mc"][name]`` are their
@@ -69,15 +81,34 @@ def solve(alpha, ratio, **options):
     model = TwoLayerModel(alpha=alpha, ratio=ratio, **model_kw)
     opts = TwoLayerDMFT(**numerics_kw)
     how = TwoLayerSolve(**solve_kw)
-    fp_options = FixedPointOptions(**{"accel": how.accel, **fp_kw})
+    fp_options = FixedPointOptions(**{"accel": how.accel, **fp_kw,
+                                      "checkpoint_every": 5 if how.checkpoint_every is None else how.checkpoint_every})
     run = {**RUN_OPTIONS, **run_kw}
-    out, resume, progress, confirm = run["out"], run["resume"], run["progress"], run["confirm"]
-    method, replicas, datasets = how.method, how.replicas, how.datasets
+    if run["out"] is None:
+        return _solve(model, opts, how, fp_options, **run)
+    with hold(run["out"]):  # the run owns its result/checkpoint file (dmft.solvers.locking)
+        return _solve(model, opts, how, fp_options, **run)
+
+
+def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
+    method, replicas, datasets, checkpoint_every = how.method, how.replicas, how.datasets, how.checkpoint_every
     problem = TwoLayerProblem(model, opts)
-    if method == "sweep" and resume:
-        stored = read_result(out, problem.kind)
-        _check_same_parameters(stored.parameters, problem.parameters(), out)
-        return stored
+    problem.run_parameters = {"replicas": replicas, "datasets": datasets}
+    # a sweep's checkpoint holds the pass's whole state (about TwoLayerDMFT.memory_bytes): written only on request
+    sweep_out = out if checkpoint_every is not None else None
+    sweep_start = None  # a stored, unfinished sweep to continue
+    if resume:
+        if out is None:
+            raise ParameterError("invalid resume=True without out: allowed is resume together with out=FILE")
+        stored, solver = read_checkpoint(out, problem.kind)
+        refuse_differences(out, stored.parameters, problem.parameters())
+        _refuse_other_method(out, stored, method)
+        sweep_start = solver.get("sweep_pass") if method == "sweep" else None
+        # the whole run is in the file (for an iteration: also by this run's tol and max_iter): nothing to do
+        if (method == "sweep" and sweep_start is None) or (
+                method == "iterate" and is_final(solver) and read_state(out, problem, fp_options).finished is not None):
+            stored.wall_time, stored.nfev = 0.0, 0
+            return stored
     if method == "iterate":
         # the iteration has its own bar (over iterations); the ensembles below get theirs
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
@@ -86,7 +117,8 @@ def solve(alpha, ratio, **options):
     else:
         passes = 1 + int(confirm) + (replicas - 1) + datasets
         bar = _Progress(passes * problem.T1, progress)
-        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report)
+        result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report, out=sweep_out,
+                              start=sweep_start)
         # the readouts are in result.observables: keep only the pass's per-site curves, so that the
         # replicas below each run in the memory of one sweep (TwoLayerDMFT.memory_bytes), not two
         problem.last_pass = problem.readout_pass()
@@ -105,8 +137,8 @@ def solve(alpha, ratio, **options):
         bar.close()
     # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
     result.wall_time += time.perf_counter() - after_driver
-    if out is not None and (method == "sweep" or replicas > 1):
-        write_result(out, result)
+    if out is not None:
+        write_result(out, result, final=True)
     return result
 
 
@@ -156,11 +188,16 @@ class _Progress:
             self.bar.close()
 
 
-def _check_same_parameters(stored: dict, wanted: dict, path) -> None:
-    diff = [f"{k}: file {stored.get(k)!r}, requested {v!r}" for k, v in wanted.items() if stored.get(k) != v]
-    if diff:
-        raise ParameterError(f"invalid resume: {path} holds a run with other parameters ({'; '.join(diff)}); "
-                             "allowed is resuming with the same parameters")
+def _refuse_other_method(path, stored, method) -> None:
+    """A file is resumed only by the method that wrote it: the two give different answers (an
+    unfinished iteration is no sweep's answer, and a sweep is no iteration's)."""
+    was = "sweep" if stored.method == "sweep" else "iterate"
+    if was == method:
+        return
+    what = (f"it holds an unfinished --method iterate run ({stored.status.name} after {stored.nit} iterations)"
+            if was == "iterate" and not stored.success else f"it holds a --method {was} result")
+    raise ResumeMismatchError(f"cannot resume from {path}: {what}; method: file {was!r}, now {method!r}: "
+                         f"pass --method {was} to resume it")
 
 
 def _extra(problem):

@@ -69,6 +69,34 @@ class SweepState:
                    R_q=z(T1, T1), Phi_q=z(T1), Wq=z(B, T1), zero=z(T1, T1), C_scratch=z(T1, T1),
                    bump=z(B, T1), bump2=z(T1))
 
+    def to_tree(self) -> dict:
+        """The state as a nested dict of arrays (for a checkpoint file; :meth:`from_tree` inverts it
+        exactly).  Fields that are None are left out."""
+        tree = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "phi":
+                value = {str(i): v for i, v in enumerate(value)}
+            tree[f.name] = value
+        return tree
+
+    @classmethod
+    def from_tree(cls, tree) -> "SweepState":
+        """The state stored by :meth:`to_tree` (arrays copied, writable, float64 as written)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in tree:
+                kw[f.name] = None
+            elif f.name == "phi":
+                kw[f.name] = [np.array(tree["phi"][str(i)]) for i in range(len(tree["phi"]))]
+            elif f.name == "avg":
+                kw[f.name] = {k: np.array(v) for k, v in tree["avg"].items()}
+            else:
+                kw[f.name] = np.array(tree[f.name])
+        return cls(**kw)
+
     def readouts(self) -> "SweepState":
         """The same pass without its (sites x T x T) matrices (None): what the readouts use."""
         return dataclasses.replace(self, **{f.name: None for f in dataclasses.fields(self)
