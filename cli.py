@@ -83,6 +83,46 @@ def _owning(out, wait):
     return owning()
 
 
+def _check_out(out, resume=False, overwrite=False):
+    """Refuse, before any compute, an --out that cannot be written or would silently replace a file."""
+    import tempfile
+    from pathlib import Path
+
+    if out is None:
+        return
+    if not str(out).strip() or not Path(out).name:
+        raise ParameterError(f"invalid --out {out!r}: allowed is a file path with a file name, e.g. run.h5")
+    path = Path(out)
+    if path.is_dir():
+        raise ParameterError(f"invalid --out {out!r}: it is a directory; allowed is a file path")
+    parent = path.resolve().parent
+    while not parent.exists():  # the writer creates missing directories: the nearest existing one must allow it
+        parent = parent.parent
+    try:  # the only reliable test of writability (permissions, read-only mounts, pseudo file systems)
+        if not parent.is_dir():
+            raise OSError
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
+        raise ParameterError(f"invalid --out {out!r}: {parent} is not a writable directory") from None
+    if path.exists() and not resume and not overwrite:
+        raise ParameterError(f"invalid --out {out!r}: the file exists; allowed is --resume to continue it or "
+                             "--overwrite to replace it")
+
+
+def _check_figure(out, dpi):
+    """A figure path (.png or .pdf, writable) and its resolution, before any plotting."""
+    from pathlib import Path
+
+    from dmft.params import check_int
+
+    check_int("dpi", dpi, 10, 2400)
+    _check_out(out, overwrite=True)
+    if Path(out).suffix.lower() not in (".png", ".pdf"):
+        raise ParameterError(f"invalid output file {str(out)!r}: allowed are names ending in .png or .pdf")
+
+
+_OVERWRITE_HELP = "Replace an existing --out file (without it an existing file is refused)."
 _WAIT_HELP = ("If another run is writing --out (it holds the lock .FILE.lock), wait for it to finish instead of "
               "stopping at once with an error.")
 
@@ -127,13 +167,15 @@ _ACCEL = {"two-layer": defaults(TwoLayerSolve)["accel"], "linear": defaults(Fixe
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="HDF5 result and checkpoint file (/observables, /kernels, /solver).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (same parameters required).")
+@click.option("--overwrite", is_flag=True, help=_OVERWRITE_HELP)
 @click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def solve(model, out, resume, wait, quiet, **options):
+def solve(model, out, resume, overwrite, wait, quiet, **options):
     """Solve a DMFT and print its losses (and write --out)."""
     if resume and out is None:
         raise ParameterError("invalid --resume without --out: allowed is --resume together with --out FILE")
+    _check_out(out, resume, overwrite)
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("t_max", _T_MAX[model])
     options.setdefault("accel", _ACCEL[model])
@@ -230,12 +272,15 @@ def _curve_table(result, rows=10):
 @click_options(TwoLayerModel)
 @click_options(SimulationSettings, override={"width": {"type": _Width(), "default": "inf"}})
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 output file.")
+@click.option("--overwrite", is_flag=True, help=_OVERWRITE_HELP)
 @click.option("--wait", is_flag=True, help=_WAIT_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def simulate(out, wait, quiet, **options):
+def simulate(out, overwrite, wait, quiet, **options):
     """Train two-layer networks by gradient descent and record losses and order parameters."""
     from dmft.simulator import simulate as run_simulation
+
+    _check_out(out, overwrite=overwrite)
 
     with _owning(out, wait):
         result = run_simulation(**options, progress=not quiet)
@@ -269,7 +314,7 @@ def info(file):
               help="Plot files whose alpha, ratio, eps, noise or dt differ (otherwise refused, naming them).")
 @click.option("--marks", is_flag=True, help="Mark where each loss first falls below half its initial value.")
 @click.option("--title", default=None, help="Figure title (default: the shared parameters).")
-@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (10 to 2400).")
 @click.option("--plain-mean", is_flag=True,
               help="Draw simulations as the plain seed mean +- sd/sqrt(seeds) instead of the mean over training "
                    "sets with the m4 control variate (the default for 4 or more seeds; label 'm4 CV').")
@@ -282,11 +327,10 @@ def compare(theory, sims, out, force, marks, title, dpi, plain_mean):
     markers with standard errors (4 or more seeds: the mean over training sets with the training
     sets' m4 as control variate, see --plain-mean), the lazy/NTK reference dashed.  Right: order
     parameters (spike s = C_par/D, NTK alignment).  Any file may also be another DMFT result."""
-    from dmft.params import check_int
     from dmft.plot import compare as compare_figure
     from dmft.plot import save_figure
 
-    check_int("dpi", dpi, low=10)
+    _check_figure(out, dpi)
     for path in (theory, *sims):
         _warn_unsuccessful(path)
     fig = compare_figure(theory, list(sims), force=force, fraction_marks=marks, title=title,
@@ -405,6 +449,10 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     from dmft.sweep import sweep as run_sweep
 
     check_int("sim_seeds", sim_seeds, 0, _SIM_SEEDS_MAX)
+    if scheduler is not None:
+        from dmft.sweep import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     check_int("workers", workers, 1, 256)
     SimulationSettings(dim=sim_dim, width=sim_width)
     require(0 < fraction < 1, "fraction", fraction, "0 < fraction < 1")
@@ -443,18 +491,17 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
               help="Fix a further swept parameter (e.g. eps=0.02); repeatable.")
 @click.option("--x", "x_axis", default="alpha", show_default=True, help="Swept parameter on the horizontal axis.")
 @click.option("--y", "y_axis", default="ratio", show_default=True, help="Swept parameter on the vertical axis.")
-@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (>= 10).")
+@click.option("--dpi", type=int, default=150, show_default=True, help="Resolution of a PNG, dots per inch (10 to 2400).")
 @_usage_errors
 def phase(sweepdir, out, where, x_axis, y_axis, dpi):
     """Heat map of the grokking delay t_test / t_train (dimensionless; times in tau = eta t / D)
     over (alpha, ratio) from a sweep's index (SWEEPDIR or SWEEPDIR/index.json), log colour
     scale; cells without a delay are hatched and say why (failed, '> b' = the test loss did not
     fall within t-max, no fit)."""
-    from dmft.params import check_int
     from dmft.plot import phase as phase_figure
     from dmft.plot import save_figure
 
-    check_int("dpi", dpi, low=10)
+    _check_figure(out, dpi)
     select = {}
     for item in where:
         key, sep, value = item.partition("=")

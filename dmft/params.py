@@ -65,7 +65,7 @@ def dim_setting():
     """Input dimension D (default 200): the simulator's networks, and the D of the DMFT."""
     return setting(200, "Input dimension D. In the DMFT it seeds the teacher spike s(0) = 1/D and sizes the "
                    "--finite-size terms; networks at D = --dim are what a DMFT at that D describes.",
-                   check=integer(1, 10**6))
+                   check=integer(1, 10**12))
 
 
 def dt_setting(default=0.2):

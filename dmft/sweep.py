@@ -53,6 +53,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -330,6 +331,34 @@ def _validate(grid: Any, fixed: Mapping, simulate: Mapping | None) -> list[str]:
     return list(grid)
 
 
+#: seconds to wait for a Dask scheduler to answer
+CONNECT_TIMEOUT_S = 10
+_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:(\d{1,5})$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` must look like tcp://HOST:PORT (or tls://) with a port in 1..65535."""
+    match = _ADDRESS.match(str(address).strip())
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise ParameterError(f"invalid scheduler={address!r}: allowed is the address of a running Dask scheduler, "
+                             "tcp://HOST:PORT with PORT in 1..65535 (e.g. tcp://127.0.0.1:8786)")
+    return str(address).strip()
+
+
+def connect(address: str):
+    """A distributed.Client of the scheduler at ``address``, or one :class:`ParameterError` line
+    naming it when nothing that speaks Dask answers within :data:`CONNECT_TIMEOUT_S` seconds."""
+    from distributed import Client
+
+    address = check_scheduler_address(address)
+    try:
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except Exception as exc:  # refused, timed out, or another protocol answering on that port
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ParameterError(f"invalid scheduler={address!r}: no Dask scheduler answered there within "
+                             f"{CONNECT_TIMEOUT_S} s ({type(exc).__name__}: {text})") from None
+
+
 def _open_client(scheduler: Any, n_workers: int, stack: list):
     """A distributed.Client; things to close at the end go on ``stack``."""
     from distributed import Client, LocalCluster
@@ -345,7 +374,7 @@ def _open_client(scheduler: Any, n_workers: int, stack: list):
         stack.insert(0, client)
         return client
     if isinstance(scheduler, str):
-        client = Client(scheduler)
+        client = connect(scheduler)
         stack.append(client)
         return client
     if isinstance(scheduler, Client):

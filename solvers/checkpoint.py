@@ -181,7 +181,7 @@ def write_sweep_checkpoint(path, problem, options, kernels, observables, pass_tr
     solver = _solver_tree(options, state, kernels)
     solver["method"] = "sweep"
     solver["sweep_pass"] = dict(pass_tree)
-    return _write(path, problem.kind, problem.parameters(), kernels, {}, observables, solver)
+    return _write(path, problem.kind, problem.parameters(), kernels, {}, observables, solver, {})
 
 
 def write_result(path, result: SolverResult, *, final: bool = False) -> Path:

@@ -82,7 +82,7 @@ def test_two_cli_runs_on_one_target_refuse_or_wait(tmp_path):
         assert time.time() < deadline
         time.sleep(0.05)
     t0 = time.perf_counter()
-    second = _dmft(*SLOW, "--out", str(out))
+    second = _dmft(*SLOW, "--out", str(out), "--overwrite")
     _, err = second.communicate(timeout=60)
     refused_after = time.perf_counter() - t0
     assert first.poll() is None, "the first run ended before the second asked: the test did not overlap"
@@ -90,7 +90,7 @@ def test_two_cli_runs_on_one_target_refuse_or_wait(tmp_path):
     assert err.strip().count("\n") == 0 and "Traceback" not in err
     assert f"{out}: another run is writing this file" in err and "--wait" in err
     assert refused_after < 10  # interpreter start-up only; the solve takes longer
-    waiting = _dmft(*SLOW, "--out", str(out), "--wait")
+    waiting = _dmft(*SLOW, "--out", str(out), "--wait", "--overwrite")
     time.sleep(0.5)
     _, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1

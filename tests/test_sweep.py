@@ -243,8 +243,9 @@ def test_a_second_grid_in_the_same_directory_keeps_the_first_grids_points(tmp_pa
     names = [p["name"] for p in load_index(tmp_path)["points"]]
     assert names == [p["name"] for p in first.points] + [p["name"] for p in second.points]
     assert all(p["status"] == "done" for p in load_index(tmp_path)["points"])
-    # a failing point: reported, and the index keeps everything else
-    third = sweep({"alpha": [-1.0], "ratio": [1.0]}, tmp_path, scheduler=client, progress=False, **TINY)
+    # a failing point (20000 steps: kernels beyond any memory): reported, and the index keeps everything else
+    third = sweep({"alpha": [1.0], "ratio": [1.0]}, tmp_path, scheduler=client, progress=False,
+                  **{**TINY, "t_max": 4000.0})
     assert len(third.failed) == 1
     assert len(load_index(tmp_path)["points"]) == 5
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
@@ -314,10 +315,12 @@ def test_a_point_held_by_another_worker_is_waited_for_not_recomputed(tmp_path, c
 def test_cli_sweep_exits_1_naming_the_failed_points(tmp_path, client):
     from dmft.cli import main
 
-    res = CliRunner().invoke(main, ["sweep", "--alpha", "1,-1", "--ratio", "1", "--eps", "0.1",
-                                                    "--dim", "50", "--t-max", "0.8", "--nodes", "4", "--samples", "4",
+    # t-max 4000 at dt 0.2 is within range (20000 steps) but needs kernels beyond any memory: both points fail
+    res = CliRunner().invoke(main, ["sweep", "--alpha", "1,2", "--ratio", "1", "--eps", "0.1",
+                                                    "--dim", "50", "--t-max", "4000", "--nodes", "4", "--samples", "4",
                                                     "--outdir", str(tmp_path), "--scheduler",
                                                     client.scheduler.address, "--quiet"])
     assert res.exit_code == 1
-    assert "2 points: 1 computed, 0 already done, 1 failed" in res.stdout
-    assert res.stderr.strip().startswith("error: 1 of 2 points failed: alpha-1_ratio1-")
+    assert "2 points: 0 computed, 0 already done, 2 failed" in res.stdout
+    line = res.stderr.strip()
+    assert line.startswith("error: 2 of 2 points failed: ") and "alpha1_ratio1-" in line and "alpha2_ratio1-" in line
