@@ -10,7 +10,9 @@ Invalid parameters are usage errors (exit status 2) with the allowed range in th
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 
 import click
@@ -182,6 +184,9 @@ def solve(model, out, resume, overwrite, wait, quiet, **options):
     run = dict(out=out, resume=resume, progress=not quiet)
     with _owning(out, wait):
         before = _file_identity(out)
+        staging = _staging(out) if out is not None and not resume and before is not None else None
+        if staging is not None:  # --overwrite: the old file stays intact until the new run is complete
+            run["out"] = staging
         if model == "linear":
             from dmft.linear import SETTINGS as LINEAR_SETTINGS
             from dmft.linear import solve_linear
@@ -204,6 +209,13 @@ def solve(model, out, resume, overwrite, wait, quiet, **options):
                     raise ParameterError(f"invalid --{name} with the two-layer model: allowed only with --model "
                                          "linear (the two-layer grid is uniform with step --dt)")
             result = solve_two_layer(**options, **run)
+        if staging is not None and os.path.exists(staging):
+            from dmft.solvers.locking import lock_path
+
+            os.replace(staging, out)
+            # only a run that holds the lock of `out` ever locks its staging file: nobody else can hold it
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path(staging))
         click.echo(result.summary())
         click.echo(_curve_table(result))
         if out:
@@ -211,6 +223,14 @@ def solve(model, out, resume, overwrite, wait, quiet, **options):
             click.echo(f"wrote {out}" if _file_identity(out) != before else f"{out} is complete; nothing to do")
     if not result.success:
         sys.exit(1)
+
+
+def _staging(out):
+    """Where a run that replaces ``out`` writes (and checkpoints) until it is complete: .NAME.new.h5."""
+    from pathlib import Path
+
+    path = Path(out)
+    return str(path.with_name(f".{path.name}.new.h5"))
 
 
 def _cli_default(name):

@@ -40,6 +40,7 @@ def test_control_variate_mean_is_the_per_column_least_squares_intercept():
 
 
 @pytest.mark.parametrize("u4", [False, True])
+@pytest.mark.slow
 def test_exact_theory_pass_rate_and_p_values_match_monte_carlo(u4):
     # the true mean, compared with many independent sets of 40 seeds: the share of sets in which it
     # stays within 2 SE at every time is what the bootstrap predicts from one set, and its p-values

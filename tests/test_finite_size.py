@@ -110,9 +110,8 @@ def test_switch_on_at_huge_dim_is_the_dinf_dmft():
 def test_correction_vanishes_as_dim_grows_at_fixed_time():
     # c1-like (alpha 1, eps 0.02, P/D 5.5, h 0.4) before the generalisation drop, tau <= 40.
     # Measured (seed 0) max |on - off|: D = 200: train 0.0101, test 0.0022; D = 3200: train 0.00073,
-    # test 0.00022 (earlier code versions, seeds 0-3 at D = 3200: train 0.0005-0.0012, test
-    # 2e-5-5e-4).  The decay is ~1/D (ratio 16 expected, 13.9 and 10.2 measured; 12.6-54 over
-    # earlier versions): require > 6, which a D^-1/2 decay (ratio 4) would fail.
+    # test 0.00022 (seeds 0-3 at D = 3200: train 0.0005-0.0012, test 2e-5-5e-4).  The decay is ~1/D
+    # (ratio 16 expected, 13.9 and 10.2 measured): require > 6, which a D^-1/2 decay (ratio 4) would fail.
     # Absolute bounds at D = 3200 with a 2x margin over the largest seed: test 1e-3, train 2.5e-3
     # (the train-loss difference, 1.2e-3 at seed 0, does not fit under 1e-3).
     kw = dict(dt=0.4, t_max=40.0, nodes=8, samples=8, seed=0)
@@ -167,6 +166,7 @@ def _sum_rule_residual(finite_size, rate=True, dim=400):
     return r["tau"], r["weight_side"] - r["data_side"], r["data_side"]
 
 
+@pytest.mark.slow
 def test_dinf_dmft_obeys_the_exact_trace_sum_rule():
     # In the networks d tr(A A^T)/D / dtau = 2 kappa E[Delta V] exactly (measured on 32 networks at
     # D = 400: ratio of the two 0.077-0.085 over tau = 40-120 for 2 kappa = 0.08, the spread being
@@ -177,6 +177,7 @@ def test_dinf_dmft_obeys_the_exact_trace_sum_rule():
     assert np.max(np.abs(res)) < 0.03 * np.max(np.abs(data)), np.max(np.abs(res))
 
 
+@pytest.mark.slow
 def test_site_covariance_rate_restores_part_of_the_sum_rule():
     # finite_size changes each site's V (bump field zeta, bulk norm n, cross field chi), and the sites'
     # residuals are correlated with those parts, so the bulk variance must grow by kappa E[Delta n
@@ -286,6 +287,7 @@ def test_bad_inputs_are_refused():
     assert "--finite-size" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.slow
 def test_finite_size_dmft_against_networks_at_d100():
     """Against 24 exact infinite-width networks at D = 100 (a grokking point, alpha 2, eps 0.05,
     P/D 5.5, h 0.4, tau <= 60).  Measured, D -> inf DMFT against finite-size DMFT, largest deviation in
@@ -376,6 +378,7 @@ def test_bulk_norm_draw():
     assert np.all(off.bulk_norm == 1.0)
 
 
+@pytest.mark.slow
 def test_response_along_a_points_own_input_has_the_networks_spread():
     """A point's memory is its input's quadratic form in the propagator, x^T A(t,t') x, in the networks
     (A(t) A(t')^{-1}, 8 exact infinite-width networks at D = 100, alpha 2, eps 0.05, P/D 5.5, h 0.4).
@@ -420,6 +423,7 @@ def test_response_along_a_points_own_input_has_the_networks_spread():
         assert abs(mean - ref.mean()) < 0.07, (t, tp, mean, ref.mean())
 
 
+@pytest.mark.slow
 def test_reaction_to_own_bump_fits_large_u_points_like_networks():
     """The other points' reaction to a site's own bump (docs/finite-size.md, section 3d) slows the
     memorisation of the large-|u| points, which the DMFT otherwise fits too well.  Against 16 exact

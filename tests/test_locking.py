@@ -73,6 +73,7 @@ def test_checkpoint_writer_is_refused_while_another_process_owns_the_target(tmp_
     verify(out)
 
 
+@pytest.mark.slow
 def test_two_cli_runs_on_one_target_refuse_or_wait(tmp_path):
     out = tmp_path / "run.h5"
     first = _dmft(*SLOW, "--out", str(out))

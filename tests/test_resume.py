@@ -83,3 +83,19 @@ def test_linear_resume_of_a_finished_run_writes_nothing(tmp_path):
     res = CliRunner().invoke(main, [*args, "--resume"])
     assert res.exit_code == 0 and "is complete; nothing to do" in res.output and "wrote" not in res.output
     assert _identity(out) == before
+
+
+def test_an_existing_out_is_replaced_only_with_overwrite_and_only_when_complete(tmp_path):
+    from dmft.io import load
+
+    out = tmp_path / "lin.h5"
+    base = ["solve", "--model", "linear", "--steps", "40", "--out", str(out), "--quiet"]
+    assert CliRunner().invoke(main, base + ["--ratio", "2"]).exit_code == 0
+    refused = CliRunner().invoke(main, base + ["--ratio", "3"])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output and load(out).parameters["ratio"] == 2.0
+    # the new run checkpoints beside the old file (.lin.h5.new.h5) and replaces it when it ends
+    replaced = CliRunner().invoke(main, base + ["--ratio", "3", "--overwrite", "--max-iter", "1",
+                                                "--checkpoint-every", "1"])
+    assert replaced.exit_code == 1  # not converged in one iteration: unsuccessful, and it replaced the file
+    assert load(out).parameters["ratio"] == 3.0
+    assert not list(tmp_path.glob(".lin.h5.new.h5"))
