@@ -63,8 +63,6 @@ def _usage_errors(func):
 def _owning(out, wait):
     """Hold the lock of the output file ``out`` for the whole command (a no-op without ``out``):
     another run on it is refused at once, or awaited with --wait (dmft.solvers.locking)."""
-    import contextlib
-
     from dmft.solvers.locking import hold
 
     if out is None:

@@ -49,6 +49,7 @@ __all__ = [
     "TwoLayerModel",
     "LinearModel",
     "SEED_MAX",
+    "DEFAULT_DT",
     "dim_setting",
     "dt_setting",
     "t_max_setting",
@@ -68,7 +69,11 @@ def dim_setting():
                    check=integer(1, 10**12))
 
 
-def dt_setting(default=0.2):
+#: the step h in tau of a solve or a simulation when none is given
+DEFAULT_DT = 0.2
+
+
+def dt_setting(default=DEFAULT_DT):
     """Step h in tau (default 0.2): the DMFT is the exact D -> inf limit of GD with eta = h D."""
     return setting(default, "Time step h in τ (one full-batch gradient step, eta = h D). The DMFT at step h is "
                    "the exact D → ∞ limit of gradient descent at that step; Euler stability needs "

@@ -48,13 +48,13 @@ from .networks import (
     training_set_moments,
 )
 from .params import (
+    DEFAULT_DT,
     DIVERGENCE_BOUND,
     ParameterError,
     SimulationSettings,
     TwoLayerModel,
     as_dict,
     check_int,
-    check_positive,
     diverged,
     require,
 )
@@ -135,32 +135,19 @@ def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds
     alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records = (
         _python_scalar(v) for v in (alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records))
     model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
-    SimulationSettings(dim=dim, width=width, dt=dt, eta=eta, t_max=t_max, batch=batch, seeds=seeds, seed=seed,
-                       n_records=n_records, lazy_reference=lazy_reference)  # the ranges, before any compute
-    D = check_int("dim", dim, 1)
-    if isinstance(width, float) and math.isinf(width) and width > 0:
-        N = math.inf
-    else:
-        require(not isinstance(width, bool) and isinstance(width, (int, float)), "width", width,
-                "an integer >= 1 or inf")
-        N = check_int("width", width, 1)
+    # the ranges, before any compute; the values below are the normalised ones
+    opts = SimulationSettings(dim=dim, width=width, dt=dt, eta=eta, t_max=t_max, batch=batch, seeds=seeds,
+                              seed=seed, n_records=n_records, lazy_reference=lazy_reference)
+    D, N, t_max, seeds, seed, n_records = opts.dim, opts.width, opts.t_max, opts.seeds, opts.seed, opts.n_records
     P = int(round(model.ratio * D))
     require(P >= 1, "ratio", ratio, f"a number > 0 with round(ratio * dim) >= 1 (dim={D})")
-    if dt is not None and eta is not None:
-        raise ParameterError(f"invalid dt={dt!r} together with eta={eta!r}: allowed is exactly one of dt and eta")
-    if eta is not None:
-        eta = check_positive("eta", eta)
+    if opts.eta is not None:
+        eta = opts.eta
         h = eta / D
     else:
-        h = check_positive("dt", 0.2 if dt is None else dt)
+        h = DEFAULT_DT if opts.dt is None else opts.dt
         eta = h * D
-    t_max = check_positive("t_max", t_max)
-    if batch is not None:
-        batch = check_int("batch", batch, 1, P)
-    seeds = check_int("seeds", seeds, 1)
-    seed = check_int("seed", seed, 0)
-    n_records = check_int("n_records", n_records, 1)
-    require(isinstance(lazy_reference, (bool, np.bool_)), "lazy_reference", lazy_reference, "True or False")
+    batch = None if opts.batch is None else check_int("batch", opts.batch, 1, P)
     tau_step = h if batch is None or batch == P else h * batch / P
     n_steps = max(1, int(round(t_max / tau_step)))
     require(n_steps <= MAX_STEPS, "t_max", t_max,

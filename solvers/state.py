@@ -62,7 +62,7 @@ class FixedPointOptions:
                                     "confirm_factor * tol (inf: no confirmation).", cli=False)
     divergence_factor: float = setting(1e3, "Stop when the residual exceeds its minimum by this factor "
                                        "(inf disables divergence detection).", cli=False)
-    divergence_patience: int = setting(3, "Consecutive iterations above divergence_factor before stopping.",
+    divergence_patience: int = setting(3, "Consecutive iterations above divergence_factor that end the iteration.",
                                        check=integer(1, 10**6), cli=False)
     max_damping: float = setting(0.9, "Upper limit of the adaptive damping, in [damping, 1).", cli=False)
     anderson_cond_max: float = setting(1e10, "Condition number above which Anderson's history is reset.",
