@@ -54,6 +54,12 @@ and the other points' reaction to a site's own bump b, an extra residual -2 a ra
 kicks that build the site's memory (:func:`reaction_residual`).
 :func:`dataset_ensemble` gives the spread over training sets of P = ratio D points.
 
+Modules: ``settings`` (the options), ``core`` and ``data_side`` (the D -> inf row steps, Numba),
+``problem`` (:class:`TwoLayerProblem`: samples, one pass over t, the map F, readouts), ``sweep_state``,
+``readouts``, ``ensembles`` (sampling replicas, training sets) and ``solve``.  ``finite_size`` (its
+kernels) and ``finite_size_problem`` (a subclass registered with :func:`problem.register_variant`) add
+the finite-D terms; the D -> inf modules never import them.
+
 Both solution methods are here: the causal sweep (row t+1 of the kernels needs data-side
 averages up to t only: one pass, no iteration) and the damped / accelerated fixed-point
 iteration of :mod:`dmft.solvers.fixed_point` on the same samples, which must reach the same kernels.
@@ -62,6 +68,7 @@ from __future__ import annotations
 
 from .ensembles import DATASET_STATISTICS, SAMPLING_RUN_CURVES, DatasetSpread, dataset_ensemble
 from .problem import TwoLayerProblem
+from . import finite_size_problem  # noqa: F401  (registers the finite_size variant of TwoLayerProblem)
 from .readouts import (
     RISE_STEPS,
     bump_test_correction,

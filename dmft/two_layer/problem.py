@@ -11,11 +11,11 @@ from dmft.solvers.grid import available_memory
 from dmft.solvers.volterra import cholesky_extend
 
 from ..params import DIVERGENCE_BOUND, ParameterError, TwoLayerModel, as_dict, diverged, require
-from .data_side import _data_side_row
-from .finite_size import _bump_field_row, _cross_weights_row, _own_bump_diag
-from .readouts import bump_test_correction, cross_test_correction, population_test_loss, reaction_residual
-from .settings import _BUMP_PARTNERS, CROSS_KERNEL_NAMES, KERNEL_NAMES, TwoLayerDMFT
+from .data_side import RowConstants, RowKernels, Sites, SiteRows, SiteState, _data_side_row
+from .readouts import population_test_loss
+from .settings import KERNEL_NAMES, TwoLayerDMFT
 from .sweep_state import SweepState
+
 
 class TwoLayerProblem:
     """The two-layer DMFT as a problem for the solvers: fixed samples, the map F, readouts.
@@ -40,6 +40,20 @@ class TwoLayerProblem:
     """
 
     kind = "dmft-two-layer"
+    #: appended to the message of a diverged pass
+    divergence_hint = ""
+    #: kernels beyond KERNEL_NAMES (a variant's own)
+    extra_kernel_names: tuple = ()
+    #: the problem classes of variants of the DMFT, by the setting that selects them; filled by
+    #: :func:`register_variant` (``finite_size``: :mod:`dmft.two_layer.finite_size_problem`)
+    variants: dict = {}
+
+    def __new__(cls, model=None, options=None):
+        # TwoLayerProblem(model, options) builds the variant that the settings select
+        if cls is TwoLayerProblem and options is not None:
+            chosen = [variant for setting, variant in cls.variants.items() if getattr(options, setting)]
+            cls = chosen[0] if chosen else cls
+        return super().__new__(cls)
 
     def __init__(self, model: TwoLayerModel, options: TwoLayerDMFT):
         self.model = model
@@ -60,16 +74,10 @@ class TwoLayerProblem:
                 f"0 < dt < 1/(1 + sqrt(1/ratio))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
                 f"ratio = {model.ratio:g}; gradient descent with eta = dt*D diverges beyond it)")
         self.tau = np.arange(self.T1) * options.dt
-        self.kernel_names = KERNEL_NAMES + (CROSS_KERNEL_NAMES if options.finite_size else ())
+        self.kernel_names = KERNEL_NAMES + self.extra_kernel_names
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
         self.last_pass = None
-        # finite_size terms that a caller can leave out to measure each one's share
-        # (tests/test_finite_size.py): the rate that keeps the bulk variance consistent with the
-        # sites' own covariances (section 3e), and the other points' reaction to each site's own
-        # bump (section 3d); both are part of the finite-size DMFT
-        self.site_covariance_rate = True
-        self.bump_reaction = True
         # training-set replicas (dataset_ensemble): W - w, the replica's empirical measure minus the
         # population's, per site; None for the central solve
         self.dataset_deviation = None
@@ -96,50 +104,7 @@ class TwoLayerProblem:
         weights = np.zeros((o.nodes, per))
         weights[:, :S] = (wq / S)[:, None]
         self.gauss = np.ascontiguousarray(gauss.reshape(-1, T1))
-        if o.finite_size:  # drawn after the D -> inf samples, which stay the same
-            gq = rng.standard_normal((o.nodes, half, T1))
-            gauss_q = np.zeros((o.nodes, per, T1))
-            gauss_q[:, :half], gauss_q[:, half:S] = gq, -gq
-            self.gauss_q = np.ascontiguousarray(gauss_q.reshape(-1, T1))
-            # bump field: each sampled site sees K other training points drawn from the sites, with
-            # Gaussian weights of the variance of (x_mu.x_nu)^2 - 1/D, 2/D^2, scaled so that K of the
-            # P points stand for all of them; antithetic like xi_b (the pair's linear parts cancel)
-            # Partners are drawn uniformly over the sampled sites and weighted by sqrt(w N): the
-            # large-|u| sites, whose bumps dominate, are then as well sampled as the others.
-            w_all = weights.reshape(-1)
-            K = _BUMP_PARTNERS
-            live = np.flatnonzero(w_all > 0)
-            pick = live[rng.integers(0, live.size, size=(o.nodes, half, K))]
-            e = (rng.standard_normal((o.nodes, half, K)) * np.sqrt(w_all[pick] / w_all.sum() * live.size)
-                 * math.sqrt(2.0 * self.model.ratio * o.dim / K) / o.dim)
-            partners = np.zeros((o.nodes, per, K), dtype=np.int64)
-            omegas = np.zeros((o.nodes, per, K))  # zero for the noise-free twins of the control variate
-            partners[:, :half], partners[:, half:S] = pick, pick
-            omegas[:, :half], omegas[:, half:S] = e, -e
-            partners, omegas = partners.reshape(-1, K), omegas.reshape(-1, K)
-            # zeta_mu sums the bumps of the *other* points: a site drawn as its own partner, or its
-            # antithetic mirror (same u, mirrored paths, a nearly equal bump), would feed its own bump
-            # back into its covariance, a self-feedback the networks do not have (it did not remove the
-            # rare runaways, docs/finite-size.md section 5c).  Those partners get zero weight, and the site's
-            # remaining weights are rescaled to keep the variance of zeta.
-            site = np.arange(partners.shape[0])
-            within = site % per
-            mirror = np.where(within < half, site + half, np.where(within < S, site - half, -1))
-            own = (partners == site[:, None]) | (partners == mirror[:, None])
-            omegas[own] = 0.0
-            omegas *= np.sqrt(K / np.maximum(K - own.sum(axis=1), 1))[:, None]
-            self.partners, self.omegas = partners, omegas
-            # bulk norm n = |x_perp|^2 of each sampled site: chi^2_{D-1}/D, here 1 + sqrt(2/D) g (antithetic
-            # with the site's other draws; 1 for the noise-free twins), floored at 1/D (a norm is
-            # positive; the floor is reached with probability < 1e-6 for D >= 50)
-            gn = rng.standard_normal((o.nodes, half))
-            norm = np.ones((o.nodes, per))
-            norm[:, :half], norm[:, half:S] = 1.0 + math.sqrt(2.0 / o.dim) * gn, 1.0 - math.sqrt(2.0 / o.dim) * gn
-            self.bulk_norm = np.ascontiguousarray(np.maximum(norm.reshape(-1), 1.0 / o.dim))
-        else:
-            self.gauss_q = np.zeros((1, 1))
-            self.partners, self.omegas = np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1))
-            self.bulk_norm = np.ones(o.nodes * (S + 1))
+        self._draw_variant_samples(rng, weights)
         self.label_noise = label.reshape(-1)
         self.weights = weights.reshape(-1)
         self.u = np.repeat(u, per)
@@ -156,6 +121,14 @@ class TwoLayerProblem:
         batch = np.where(k < S, (k % half) % self.n_batches, -1)
         self.batch_of = np.tile(batch, o.nodes)
 
+    def _draw_variant_samples(self, rng, weights):
+        """A variant's own draws, from ``rng`` after the D -> inf samples (which stay the same);
+        ``weights``: (nodes, samples + 1) site weights."""
+
+    def _sample_arrays(self) -> tuple:
+        """Every random draw of this problem (:meth:`samples_digest`)."""
+        return (self.gauss, self.label_noise, self.weights)
+
     def parameters(self) -> dict:
         return {"model": "two-layer", **as_dict(self.model), **as_dict(self.options), **self.run_parameters}
 
@@ -164,11 +137,8 @@ class TwoLayerProblem:
         """Frozen network: R = 1 below the diagonal, C_z = 1, C_par = 1 (s = 1/D), C_b = 0."""
         T1 = self.T1
         R = np.tril(np.ones((T1, T1)), -1)
-        K = {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
-             "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
-        if self.options.finite_size:
-            K.update({"R_q": R.copy(), "C_q": np.zeros((T1, T1))})
-        return K
+        return {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
+                "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
 
     def _run(self, K, sweep, progress=None, checkpoint=None, start=None):
         """One pass over t = 0..T.  sweep=True fills row t of K (weight side) before the data
@@ -180,31 +150,19 @@ class TwoLayerProblem:
         T1, o, mdl = self.T1, self.options, self.model
         B = self.u2.shape[0]
         st = SweepState.empty(B, T1, o.finite_size)
-        rows = [np.zeros((B, T1)) for _ in range(7)]
-        out_Rz, out_Nz, out_Npar, out_Nb, out_Rb, out_V, out_Vperp = rows
-        cross = o.finite_size
-        if cross:
-            out_Rq, out_pull = np.zeros((B, T1)), np.zeros(B)
-            out_Rpar = np.zeros((B, T1))
-            # the spike path is rank one to ~1e-3 (z_par(t) = phi(t) Z): phi = sqrt(s(t,t)), causal
-            phi_hat = np.zeros(T1) if sweep else np.sqrt(np.maximum(np.diag(K["C_par"]), 0.0) / o.dim)
-            C_q = K["C_q"]
-        else:
-            out_Rq, out_pull = np.zeros((1, 1)), np.zeros(1)
-            out_Rpar = np.zeros((1, 1))
-            phi_hat = np.zeros(1)
-            C_q = np.zeros((1, 1))
+        rows = SiteRows(*(np.zeros((B, T1)) for _ in SiteRows._fields))
         cv = self._control_variate_state() if self.control_variate else None
         S = np.zeros((T1, T1)) if sweep else np.ascontiguousarray(K["C_par"] / o.dim)
         # everything else a pass carries from row to row (restored in place on a resume)
-        scratch = {"out_Rz": out_Rz, "out_Nz": out_Nz, "out_Npar": out_Npar, "out_Nb": out_Nb, "out_Rb": out_Rb,
-                   "out_V": out_V, "out_Vperp": out_Vperp, "out_Rq": out_Rq, "out_pull": out_pull,
-                   "out_Rpar": out_Rpar, "phi_hat": phi_hat, "C_q": C_q, "S": S}
+        scratch = {**{f"out_{name}": arr for name, arr in zip(SiteRows._fields, rows)}, "S": S,
+                   **self._variant_scratch(K, sweep)}
         t0 = 0
         if start is not None:
             st, t0 = self._restore_pass(start, K, scratch, cv)
         avg = st.avg
         w, wu = self.weights, self.weights * self.u2
+        constants = RowConstants(o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise)
+        sites = Sites(self.u2, self.label_noise, self.gauss)
 
         def snapshot(t):
             tree = {"next_row": t + 1, "samples_digest": self.samples_digest(), "kernels": dict(K),
@@ -216,64 +174,22 @@ class TwoLayerProblem:
                 self._weight_side_row(t, avg, K, st.phi)
                 S[t, : t + 1] = K["C_par"][t, : t + 1] / o.dim
                 S[: t + 1, t] = S[t, : t + 1]
-                if cross:
-                    phi_hat[t] = math.sqrt(max(K["C_par"][t, t], 0.0) / o.dim)
-                    # only the response R_q is used: the covariance of q comes from the sites (C_q below)
-                    propagate_row(t, avg["Rhat_q"], st.zero, o.dt, 0.0, st.Phi_q, K["R_q"], st.C_scratch)
-            if cross:
-                # the cross direction's weights at row t need the sites' rows < t only
-                _cross_weights_row(t, o.dt, mdl.lam, mdl.kappa, 1.0 / o.dim, self.u2, st.Gam, K["C_z"], K["R_z"],
-                                   K["R_q"], K["R_par"], st.Delta, st.p_spk, st.c_spk, phi_hat, st.Vfull,
-                                   st.Wq, C_q)
-                Wq = st.Wq
-                row = mdl.kappa ** 2 * mdl.lam * ((w * Wq[:, t]) @ Wq[:, : t + 1])
-                avg["C_q"][t, : t + 1] = row
-                avg["C_q"][: t + 1, t] = row
-                if sweep:
-                    C_q[t, : t + 1] = row
-                    C_q[: t + 1, t] = row
+            self._before_data_side(t, K, st, scratch, sweep)
             n = t + 1
-            if cross:
-                cholesky_extend(st.chol_q[:n, :n], C_q[:n, :n], t,
-                                o.cholesky_cut * max(float(np.max(np.diag(C_q)[:n])), 0.0))
             # causal Cholesky row t of C_b; a residual variance below cholesky_cut * max variance is cut
             cholesky_extend(st.chol[:n, :n], K["C_b"][:n, :n], t,
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
-            if cross:
-                _bump_field_row(t, K["C_z"], S, C_q, self.u2, st.chi, phi_hat, st.Vfull, st.Czs,
-                                self.bulk_norm, self.partners, self.omegas, st.bump)
-            _data_side_row(t, o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise, self.u2,
-                           self.label_noise, self.gauss, st.chol, K["R_z"], K["C_z"], S, K["R_b"], st.Gam, st.dDelta,
-                           st.dEll, st.m, st.Delta, st.ell, out_Rz, out_Nz, out_Npar, out_Nb, out_Rb,
-                           out_V, out_Vperp, cross, phi_hat, C_q, st.chol_q, self.gauss_q, st.chi,
-                           st.p_spk, st.c_spk, out_Rq, out_pull, K["R_par"], st.Gamc, out_Rpar,
-                           st.dDv, st.dEv, st.Vfull, st.Czs, self.bulk_norm, st.react)
-            if cross:  # E[b(t,t)^2] over the sites, for the test loss (bump_test_correction)
-                b_tt = np.empty(B)
-                _own_bump_diag(t, K["C_z"], S, C_q, self.u2, st.chi, phi_hat, st.Vfull, st.Czs, self.bulk_norm, b_tt)
-                with np.errstate(all="ignore"):
-                    st.bump2[t] = w @ b_tt**2
-                    if self.bump_reaction:
-                        st.react[:, t] = reaction_residual(mdl.alpha, mdl.eps, mdl.ratio, o.dim, b_tt)
+            self._data_side(t, constants, sites, RowKernels(K["R_z"], K["C_z"], S, K["R_b"]),
+                            SiteState(st.chol, st.Gam, st.dDelta, st.dEll, st.m, st.Delta, st.ell), rows, st, K,
+                            scratch)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
-                st.trace_drive[t] = w @ (st.Delta[:, t] * out_V[:, t])  # E[Delta V(t,t)], trace_sum_rule
-                avg["Rhat_z"][t, :n] = w @ out_Rz[:, :n]
-                if cross and self.site_covariance_rate:
-                    avg["Rhat_z"][t, t] += self._site_covariance_rate(t, st, K["C_z"])
-                avg["Rhat_par"][t, :n] = wu @ (out_Rpar if cross else out_Rz)[:, :n]
-                avg["Rhat_b"][t, :n] = w @ out_Rb[:, :n]
-                if cross:
-                    avg["Rhat_q"][t, :n] = w @ out_Rq[:, :n]
-                    if phi_hat[t] > 0.0:  # the coherent pull acts as an extra growth rate of z_par = sqrt(D) phi Z
-                        pull = float(w @ out_pull)
-                        if self.dataset_deviation is not None:
-                            # a training set's own pull: the sum over its P points of u Delta c, whose
-                            # finite-P part the exact chi-average drops (docs/finite-size.md, section 4)
-                            pull += float(self.dataset_deviation
-                                          @ (self.u * st.Delta[:, t] * st.c_spk[:, t] - out_pull))
-                        avg["Rhat_par"][t, t] += mdl.kappa * pull / phi_hat[t]
-                corr = self._control_variate_row(t, st, cv, out_V, out_Vperp) if cv is not None else {}
-                for name, r in (("N_z", out_Nz), ("N_par", out_Npar), ("N_b", out_Nb)):
+                st.trace_drive[t] = w @ (st.Delta[:, t] * rows.V[:, t])  # E[Delta V(t,t)], trace_sum_rule
+                avg["Rhat_z"][t, :n] = w @ rows.Rz[:, :n]
+                avg["Rhat_par"][t, :n] = wu @ self._spike_response_rows(rows, scratch)[:, :n]
+                avg["Rhat_b"][t, :n] = w @ rows.Rb[:, :n]
+                self._variant_averages(t, st, K, scratch)
+                corr = self._control_variate_row(t, st, cv, rows.V, rows.Vperp) if cv is not None else {}
+                for name, r in (("N_z", rows.Nz), ("N_par", rows.Npar), ("N_b", rows.Nb)):
                     row = w @ r[:, :n]
                     if name in corr:
                         row = row + corr[name]
@@ -291,6 +207,25 @@ class TwoLayerProblem:
                 progress(t)
         return st, T1 - 1, None
 
+    # the steps of a row that a variant extends ------------------------------------------
+    def _variant_scratch(self, K, sweep) -> dict:
+        """A variant's own arrays carried from row to row of a pass (part of its checkpoint)."""
+        return {}
+
+    def _before_data_side(self, t, K, st, scratch, sweep) -> None:
+        """A variant's work on row t after the weight side and before the data side."""
+
+    def _data_side(self, t, constants, sites, kernels, state, rows, st, K, scratch) -> None:
+        """The data-side row step of every site (:func:`dmft.two_layer.data_side._data_side_row`)."""
+        _data_side_row(t, constants, sites, kernels, state, rows)
+
+    def _spike_response_rows(self, rows, scratch):
+        """Per-site rows whose u^2-weighted mean is Rhat_par (the spike's response): Rhat_z's at D -> inf."""
+        return rows.Rz
+
+    def _variant_averages(self, t, st, K, scratch) -> None:
+        """A variant's own data-side averages at row t (after Rhat_z, Rhat_par and Rhat_b)."""
+
     # checkpoints of a pass -------------------------------------------------------------
     def samples_digest(self) -> str:
         """BLAKE2b of every random draw of this problem (the same seed must give the same samples
@@ -298,8 +233,7 @@ class TwoLayerProblem:
         import hashlib
 
         h = hashlib.blake2b(digest_size=16)
-        for arr in (self.gauss, self.label_noise, self.weights, self.gauss_q, self.partners, self.omegas,
-                    self.bulk_norm):
+        for arr in self._sample_arrays():
             a = np.ascontiguousarray(arr)
             h.update(a.dtype.str.encode() + repr(a.shape).encode() + a.reshape(-1).view(np.uint8).tobytes())
         return h.hexdigest()
@@ -376,27 +310,6 @@ class TwoLayerProblem:
             corr["N_par"] += mdl.lam * kappa2 * wn * self.u2[tw] * dd * out_Vperp[tw, :n]
         return corr
 
-    def _site_covariance_rate(self, t, st, C_z):
-        """Equal-time rate of the bulk coordinate that keeps its variance consistent with the sites'
-        own covariances (finite_size; docs/finite-size.md, section 3e).
-
-        The bulk variance grows by the coordinate's covariance with the fields of the points that
-        kick it: its first-order drift is kappa E[Delta(t) (Gamma C_site)(t,t)] + (memory term), where
-        a site's own bulk covariance is C_site = n (C_z + zeta) (bulk norm n, bump field zeta).  The
-        response term Rhat_z * C_z = kappa E[Delta Gamma] C_z has the common C_z instead, and the two
-        differ because a site's residual is correlated with its own zeta and n (Delta contains
-        -a n zeta): the excess X(t) = kappa E[Delta(t) (Gamma (n (C_z + zeta) - C_z))(t,t)] < 0 is the
-        trace of the other points' reaction to the memorised bumps (section 3d).  It is added as a
-        rate X / C_z(t,t) to Rhat_z(t,t): exact for the equal-time drift (this part of the networks'
-        sum rule, :meth:`trace_sum_rule`); as a rate it also slows the response R_z, i.e. it shrinks
-        every point's memory in proportion to the memory, the mean-field form of the reaction (the
-        networks' reaction is stronger for larger bumps).  X = O(1/D)."""
-        n = t + 1
-        site = st.Czs[:, :n, t] * self.bulk_norm[:, None] - C_z[None, :n, t]
-        excess = np.einsum("bk,bk->b", st.Gam[:, t, :n], site)
-        X = self.model.kappa * float(self.weights @ (st.Delta[:, t] * excess))
-        return X / max(C_z[t, t], 1e-300)
-
     def _weight_side_row(self, t, avg, K, phis):
         h = self.options.dt
         propagate_row(t, avg["Rhat_z"], avg["N_z"], h, 1.0, phis[0], K["R_z"], K["C_z"])
@@ -412,10 +325,7 @@ class TwoLayerProblem:
                 f"|u| = {self.u[i]:.3g}, {int(np.sum(size >= DIVERGENCE_BOUND))} of {size.size} sites with "
                 f"|Delta| >= {DIVERGENCE_BOUND:.0e} or non-finite; results are kept up to tau = {(t - 1) * self.options.dt:.4g}): "
                 f"the Euler step "
-                f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max)"
-                + ("; with --finite-size at small D the finite-size terms can grow faster than the D -> inf ones "
-                   "(seen at D <= 50 with alpha eps >= 0.15): also try a larger --dim, or without --finite-size"
-                   if self.options.finite_size else ""))
+                f"dt = {self.options.dt} is unstable there; lower --dt (or --u-max){self.divergence_hint}")
 
     # the two methods -----------------------------------------------------------------
     def sweep(self, progress=None, checkpoint=None, start=None):
@@ -461,10 +371,11 @@ class TwoLayerProblem:
         propagate_all(avg["Rhat_z"], avg["N_z"], h, 1.0, np.zeros(T1), new["R_z"], new["C_z"])
         propagate_all(avg["Rhat_par"], avg["N_par"], h, 1.0, np.zeros(T1), new["R_par"], new["C_par"])
         propagate_all(avg["Rhat_b"], avg["N_b"], h, 0.0, np.zeros(T1), new["R_b"], new["C_b"])
-        if self.options.finite_size:
-            new["C_q"][:] = avg["C_q"]
-            propagate_all(avg["Rhat_q"], np.zeros((T1, T1)), h, 0.0, np.zeros(T1), new["R_q"], np.zeros((T1, T1)))
+        self._variant_update(avg, new)
         return new
+
+    def _variant_update(self, avg, new) -> None:
+        """A variant's own kernels in the map F, from the pass's averages ``avg`` into ``new``."""
 
     def readout_pass(self) -> SweepState:
         """The per-site curves of the last pass that the readouts use (Delta, the control variate's
@@ -501,16 +412,8 @@ class TwoLayerProblem:
         with np.errstate(all="ignore"):
             train = self._train_loss(Delta)
             test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
-        out = {"tau": self.tau.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
-               "mean_norm": Cb}
-        if o.finite_size:
-            Cq = np.diag(K["C_q"]).copy()
-            out["test_loss"] = test + cross_test_correction(mdl.alpha, mdl.eps, s, Cq)
-            if self.last_pass is not None and self.last_pass.bump2 is not None:
-                out["test_loss"] = out["test_loss"] + bump_test_correction(
-                    mdl.alpha, mdl.eps, mdl.ratio, o.dim, Cz, self.last_pass.bump2)
-            out["spike_bulk_cross"] = s * Cq
-        return out
+        return {"tau": self.tau.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
+                "mean_norm": Cb}
 
     def trace_sum_rule(self, K) -> dict:
         """Both sides of the exact trace sum rule, from kernels K and the last pass over them.
@@ -577,3 +480,14 @@ class TwoLayerProblem:
         """Standard errors of the readouts of the last pass: {"batch": {"train_loss": ...}} (:meth:`batch_error`)."""
         self._require_pass("errors()")
         return {"batch": {"train_loss": self.batch_error(self.last_pass.Delta)}}
+
+
+def register_variant(setting: str):
+    """Class decorator: ``TwoLayerProblem(model, options)`` builds the decorated subclass when the
+    boolean setting ``setting`` of ``options`` is on (a variant of the DMFT is a module plus this line)."""
+
+    def register(cls):
+        TwoLayerProblem.variants[setting] = cls
+        return cls
+
+    return register

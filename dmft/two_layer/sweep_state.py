@@ -16,9 +16,8 @@ class SweepState:
     """Per-site state (B sites, T1 = T + 1 times) and data-side averages of one pass.
 
     Shapes: (B, T1, T1) for the per-site matrices, (B, T1) for the per-site paths, (T1, T1) for
-    Cholesky factors and averages.  The finite-size fields are size-one placeholders when the pass
-    has no finite-size terms (the data-side kernel takes them as arguments either way), and
-    ``bump2`` is None.  Item access (``state["Delta"]``) reads a field.
+    Cholesky factors and averages.  The finite-size fields are None when the pass
+    has no finite-size terms.  Item access (``state["Delta"]``) reads a field.
     """
 
     Gam: np.ndarray  # resolvent Gamma of each site's neuron field, rows <= t
@@ -32,17 +31,17 @@ class SweepState:
     trace_drive: np.ndarray  # E[Delta(t) V(t,t)], the data side of the trace sum rule
     avg: dict  # AVERAGE_NAMES (+ CROSS_AVERAGE_NAMES) -> (T1, T1)
     train_cv: np.ndarray  # the control variate's correction of the train loss
-    react: np.ndarray  # the other points' reaction residual per site (zero without finite_size)
     # finite-size terms (docs/finite-size.md)
-    chi: np.ndarray  # cavity field of the cross direction, chi ~ GP(0, C_q)
-    p_spk: np.ndarray  # Gc phi per site
-    c_spk: np.ndarray  # Gc chi per site
-    chol_q: np.ndarray  # causal Cholesky factor of C_q
-    Gamc: np.ndarray  # spike-cavity resolvent
-    dDv: np.ndarray  # v-source tangent pair
-    dEv: np.ndarray
-    Vfull: np.ndarray  # full covariance V per site
-    Czs: np.ndarray  # the site's bulk covariance C_z + zeta
+    react: np.ndarray | None = None  # the other points' reaction residual per site
+    chi: np.ndarray | None = None  # cavity field of the cross direction, chi ~ GP(0, C_q)
+    p_spk: np.ndarray | None = None  # Gc phi per site
+    c_spk: np.ndarray | None = None  # Gc chi per site
+    chol_q: np.ndarray | None = None  # causal Cholesky factor of C_q
+    Gamc: np.ndarray | None = None  # spike-cavity resolvent
+    dDv: np.ndarray | None = None  # v-source tangent pair
+    dEv: np.ndarray | None = None
+    Vfull: np.ndarray | None = None  # full covariance V per site
+    Czs: np.ndarray | None = None  # the site's bulk covariance C_z + zeta
     R_q: np.ndarray | None = None
     Phi_q: np.ndarray | None = None
     Wq: np.ndarray | None = None  # the cross direction's weights per site
@@ -59,12 +58,11 @@ class SweepState:
         avg = {k: z(T1, T1) for k in AVERAGE_NAMES}
         common = dict(Gam=z(B, T1, T1), dDelta=z(B, T1, T1), dEll=z(B, T1, T1), m=z(B, T1),
                       Delta=np.full((B, T1), np.nan), ell=z(B, T1), chol=z(T1, T1), phi=[z(T1) for _ in range(3)],
-                      trace_drive=z(T1), avg=avg, train_cv=z(T1), react=z(B, T1))
+                      trace_drive=z(T1), avg=avg, train_cv=z(T1))
         if not finite_size:
-            return cls(**common, chi=z(1, 1), p_spk=z(1, 1), c_spk=z(1, 1), chol_q=z(1, 1), Gamc=z(1, 1, 1),
-                       dDv=z(1, 1, 1), dEv=z(1, 1, 1), Vfull=z(1, 1, 1), Czs=z(1, 1, 1))
+            return cls(**common)
         avg.update({k: z(T1, T1) for k in CROSS_AVERAGE_NAMES})
-        return cls(**common, chi=z(B, T1), p_spk=z(B, T1), c_spk=z(B, T1), chol_q=z(T1, T1), Gamc=z(B, T1, T1),
+        return cls(**common, react=z(B, T1), chi=z(B, T1), p_spk=z(B, T1), c_spk=z(B, T1), chol_q=z(T1, T1), Gamc=z(B, T1, T1),
                    dDv=z(B, T1, T1), dEv=z(B, T1, T1), Vfull=z(B, T1, T1), Czs=z(B, T1, T1),
                    R_q=z(T1, T1), Phi_q=z(T1), Wq=z(B, T1), zero=z(T1, T1), C_scratch=z(T1, T1),
                    bump=z(B, T1), bump2=z(T1))
