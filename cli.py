@@ -435,7 +435,8 @@ def _list_option(name, **kw):
 @_list_option("ratio", required=True)
 @_list_option("eps")
 @_list_option("noise")
-@click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "nodes", "samples", "seed", "replicas"))
+@click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "nodes", "samples", "seed", "replicas",
+                                                  "mc_tol"))
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
               help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max. "
                    f"Range: integer 0 <= sim_seeds <= {_SIM_SEEDS_MAX}.")
@@ -455,8 +456,8 @@ def _list_option(name, **kw):
                    "Range: integer 1 <= workers <= 256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replicas, sim_seeds, sim_dim, sim_width,
-          fraction, outdir, scheduler, workers, quiet):
+def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replicas, mc_tol, sim_seeds, sim_dim,
+          sim_width, fraction, outdir, scheduler, workers, quiet):
     """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
@@ -475,7 +476,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     SimulationSettings(dim=sim_dim, width=sim_width)
     require(0 < fraction < 1, "fraction", fraction, "0 < fraction < 1")
     grid = {"alpha": alpha, "ratio": ratio}
-    fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed, replicas=replicas)
+    fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed, replicas=replicas, mc_tol=mc_tol)
     for name, values in (("eps", eps), ("noise", noise)):
         if len(values) > 1:
             grid[name] = values

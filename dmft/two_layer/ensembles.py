@@ -9,7 +9,7 @@ import numpy as np
 from ..params import TwoLayerModel
 from . import readouts
 from .problem import TwoLayerProblem
-from .settings import TwoLayerDMFT
+from .settings import MAX_REPLICAS, MIN_REPLICAS, TwoLayerDMFT
 
 def _stage(progress, stage):
     """The per-row callback of one pass for a ``progress(stage, t)`` reporter (None: no reports)."""
@@ -21,23 +21,36 @@ _ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
 SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
 
 
-def _replica_errors(result, model, opts, replicas, progress=None):
-    """Run the sampling seeds seed+1 .. seed+replicas-1 beside the solve's own and combine them.
+def _loss_error(runs) -> float:
+    """Largest standard error over tau of the mean train and test loss of the kept runs (NaN below 2 runs)."""
+    if len(runs) < 2:
+        return math.nan
+    with np.errstate(all="ignore"):
+        se = [np.std([np.asarray(c[name]) for _, c in runs], axis=0, ddof=1) / math.sqrt(len(runs))
+              for name in SAMPLING_RUN_CURVES]
+    se = np.concatenate(se)
+    return float(np.max(se[np.isfinite(se)])) if np.isfinite(se).any() else math.nan
 
-    A sampling draw whose sweep diverges, or (finite_size) whose train loss :func:`train_loss_rise`
-    flags, is an unstable solution of the sampled equations (with finite_size about one draw in 50-100,
-    docs/finite-size.md section 5c), not a sample of the theory: it is left out, and listed in
-    ``result.diagnostics["excluded_sampling_seeds"]`` and in the message;
-    ``result.diagnostics["sampling_seeds"]`` lists the kept ones.
 
-    * D -> inf (finite_size=False): the curves stay those of ``seed``, and ``result.errors["mc"][name]``
-      is the standard deviation over the kept seeds, the Monte-Carlo error of this one solve.
-    * finite_size=True: the curves are the mean over the kept seeds and ``result.errors["mc"][name]`` is
-      its standard error (sd / sqrt(kept)).  The bump field's sampling noise (train-loss sd over seeds up to
-      0.006 at D = 200) is larger than the networks' standard errors at D <= 400, and the mean of
-      sampling seeds without the unstable ones is what docs/finite-size.md section 6 compares with
-      networks; ``result.sampling_runs`` holds the kept runs of train_loss and test_loss (seeds x
-      time), which :func:`dmft.agreement.against_simulation` uses.  The kernels stay those of ``seed``.
+def sampling_ensemble(result, model, opts, replicas, mc_tol, progress=None, extend=None):
+    """Run the sampling seeds seed+1, seed+2, ... beside the solve's own and combine them.
+
+    ``replicas``: run exactly that many seeds in all; None: as many as ``mc_tol`` needs, at least
+    MIN_REPLICAS and at most MAX_REPLICAS.  The standard error of the mean of R independent
+    replicas falls like R^-1/2 (measured at c1, 8 x 8 to 32 x 128 sites: the seed-to-seed sd of a
+    replica is c / sqrt(nodes samples) with c = 0.044 at the grokking drop, whatever the split), so
+    after each round the number of replicas is raised to R (err / mc_tol)^2, with 10 % to spare.
+
+    The curves become the mean over the kept seeds and ``result.errors["mc"][name]`` its standard
+    error (sd / sqrt(kept)); ``result.sampling_runs`` holds the kept runs of train_loss and test_loss
+    (seeds x time), which :func:`dmft.agreement.against_simulation` uses; the kernels stay those of
+    ``seed``.  ``result.diagnostics["mc_error"]`` is the largest standard error over tau of the train and
+    test loss reached.  A sampling draw whose sweep diverges, or (finite_size) whose train loss
+    :func:`train_loss_rise` flags, is an unstable solution of the sampled equations (with finite_size
+    about one draw in 50-100, docs/finite-size.md section 5c), not a sample of the theory: it is left
+    out, and listed in ``result.diagnostics["excluded_sampling_seeds"]`` and in the message;
+    ``result.diagnostics["sampling_seeds"]`` lists the kept ones.  ``extend(rows)`` is called before
+    each added round with the rows it adds (for a progress bar).
     """
     names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
     obs = result.observables
@@ -55,34 +68,53 @@ def _replica_errors(result, model, opts, replicas, progress=None):
             runs.append((seed, curves))
 
     admit(opts.seed, obs, False)
-    for k in range(1, replicas):
-        rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
-        K, message = rep.sweep(progress=_stage(progress, f"replica {k + 1}/{replicas}"))
-        admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
+    target = replicas if replicas is not None else MIN_REPLICAS
+    done = 1
+    while True:
+        for k in range(done, target):
+            rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
+            label = f"replica {k + 1}/{target}"
+            K, message = rep.sweep(progress=_stage(progress, label))
+            admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
+        done = max(done, target)
+        reached = _loss_error(runs)
+        if replicas is not None or not reached > mc_tol or done >= MAX_REPLICAS:
+            break
+        target = min(MAX_REPLICAS, max(done + 1, math.ceil(1.1 * len(runs) * (reached / mc_tol) ** 2) + len(excluded)))
+        if extend is not None:
+            extend((target - done) * len(obs["tau"]))
     kept = [seed for seed, _ in runs]
     result.diagnostics["sampling_seeds"] = np.array(kept, dtype=np.int64)
     result.diagnostics["excluded_sampling_seeds"] = np.array(excluded, dtype=np.int64)
+    result.diagnostics["mc_error"] = np.array(reached)
     stacked = {name: np.array([np.asarray(c[name]) for _, c in runs]) for name in names}
     mc = result.errors.setdefault("mc", {})
     for name in names:
         sd = np.std(stacked[name], axis=0, ddof=1) if len(runs) > 1 else np.full_like(obs[name], np.nan)
-        if opts.finite_size and runs:
+        if runs:
             obs[name] = stacked[name].mean(axis=0)
             sd = sd / math.sqrt(len(runs))
             if name in SAMPLING_RUN_CURVES:
-                # the runs themselves (kept seeds x time): dmft.agreement resamples them to combine the
-                # theory's sampling error with the networks' in the exact-theory reference
                 result.sampling_runs[name] = stacked[name]
         mc[name] = sd
-    if opts.finite_size and replicas > 1 and runs:
-        result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({', '.join(map(str, kept))}), "
-                           "errors: its standard error")
+    if len(runs) > 1:
+        result.message += (f"; curves: mean of {len(runs)} sampling seed(s) ({_seed_list(kept)}), errors: its standard "
+                           f"error, largest {reached:.2g} on the train and test loss")
+        if replicas is None:
+            result.message += (f" (mc_tol {mc_tol:g})" if not reached > mc_tol else
+                               f", above mc_tol {mc_tol:g} after the most replicas, {MAX_REPLICAS}: raise --samples")
     if excluded:
         result.message += (("; unstable sampling draws, left out" if runs else
                             "; every sampling seed is an unstable draw, so the curves are those of --seed, without "
                             "error bars") + " (docs/finite-size.md, section 5c): " + "; ".join(notes))
+    return reached
 
 
+def _seed_list(seeds) -> str:
+    """'0, 1, 2' or, for a run of consecutive seeds longer than 3, '0–9'."""
+    if len(seeds) > 3 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 _DATASET_CURVES = ("train_loss", "test_loss", "spike")
 #: the statistics of a curve over training sets in :attr:`DatasetSpread.bands`
 DATASET_STATISTICS = ("mean", "sd", "q16", "q84")

@@ -13,6 +13,10 @@ KERNEL_NAMES = ("R_z", "C_z", "R_par", "C_par", "R_b", "C_b")
 # response and covariance of the spike-bulk cross direction (finite_size=True only)
 CROSS_KERNEL_NAMES = ("R_q", "C_q")
 
+#: the fewest sampling replicas of a solve sized by mc_tol (3 degrees of freedom for its error bars), and the most
+MIN_REPLICAS = 4
+MAX_REPLICAS = 100
+
 #: most time steps of a uniform-grid solve (memory grows like steps^2, time like steps^3)
 MAX_STEPS = 20000
 
@@ -42,9 +46,10 @@ class TwoLayerDMFT:
     dim: int = dim_setting()
     dt: float = dt_setting()
     t_max: float = t_max_setting()
-    nodes: int = setting(24, "Gauss–Legendre nodes of the teacher field |u| on [0, u_max].", check=integer(1, 1000))
-    samples: int = setting(64, "Antithetic Monte-Carlo paths of the readout-mean noise per teacher-field node "
-                           "(even).", check=integer(2, 100_000))
+    nodes: int = setting(12, "Gauss–Legendre nodes of the teacher field |u| on [0, u_max] (per sampling replica).",
+                         check=integer(1, 1000))
+    samples: int = setting(16, "Antithetic Monte-Carlo paths of the readout-mean noise per teacher-field node and "
+                           "sampling replica (even).", check=integer(2, 100_000))
     u_max: float = setting(4.5, "Quadrature cut-off of |u|; the Gaussian mass beyond it is reported.",
                            check=positive(40.0))
     seed: int = setting(0, "Seed of the DMFT's Monte-Carlo sampling (the answer is deterministic given it).",
@@ -95,11 +100,14 @@ class TwoLayerSolve:
 
     method: str = setting("sweep", "sweep: one causal forward pass (exact given the samples, fast); iterate: "
                           "damped fixed-point iteration on the same samples.", choices=("sweep", "iterate"))
-    replicas: int = setting(2, "Independent sampling seeds (--seed, --seed+1, ...). D → ∞: the curves are --seed's "
-                            "and the seeds give its Monte-Carlo error bars (1 = none). --finite-size: the curves are "
-                            "the mean over the seeds, with its standard error (use 8 or more at D ≤ 400). Seeds "
-                            "that diverge, or (--finite-size) whose train loss runs away, are left out and named.",
-                            check=integer(1, 100))
+    replicas: int | None = setting(
+        None, "Sampling replicas: independent sweeps with seeds --seed, --seed+1, ...; the curves are their mean and the "
+        "error bars its standard error. Default: as many as --mc-tol needs (at least 4, at most 100). An integer runs "
+        "exactly that many (1: one sweep, no error bars). Seeds that diverge, or (--finite-size) whose train loss runs "
+        "away, are left out and named.", check=integer(1, MAX_REPLICAS).or_none())
+    mc_tol: float = setting(0.003, "Target Monte-Carlo standard error of the train and test loss (largest over τ): "
+                            "replicas are added until it is reached. The error reached is printed and stored.",
+                            check=positive(1.0))
     datasets: int = setting(0, "Also solve this many training-set replicas (P = ratio·dim points) and report the "
                             "spread over training sets (sd, 16/84 % bands, grokking times). Each costs one sweep.",
                             check=integer(0, 1000))

@@ -15,10 +15,10 @@ from dmft.solvers.locking import hold
 from ..params import ParameterError, TwoLayerModel
 from ..solvers.settings import options_doc, signature, split
 from . import readouts
-from .ensembles import _replica_errors, dataset_ensemble
+from .ensembles import dataset_ensemble, sampling_ensemble
 from .problem import TwoLayerProblem
 from .readouts import RISE_STEPS
-from .settings import SOLVE_SETTINGS, TwoLayerDMFT, TwoLayerSolve
+from .settings import MIN_REPLICAS, SOLVE_SETTINGS, TwoLayerDMFT, TwoLayerSolve
 
 
 SETTINGS = SOLVE_SETTINGS
@@ -52,14 +52,15 @@ def solve(alpha, ratio, **options):
     ``replicas``, ``datasets`` and ``method`` included, naming each with both values.
 
     Observables (``result.observables``): tau, train_loss, test_loss, spike s(t) = C_par(t,t)/D,
-    bulk C_z(t,t), mean_norm C_b(t,t) (curves only).  ``result.errors["mc"][name]`` are their
-    Monte-Carlo standard errors: the standard deviation of the same curve over ``replicas`` independent sampling seeds
-    (seed, seed+1, ...; the extra replicas are sweeps whose results are used only for this),
-    i.e. the error of *this* solve.  ``replicas=1`` skips them (errors NaN).  With finite_size the
-    curves are instead the mean over the sampling seeds and ``result.errors["mc"][name]`` its standard
-    error (the bump field's sampling noise exceeds the networks' standard errors at D <= 400), and
-    ``result.sampling_runs`` holds the kept runs of train_loss and test_loss.  A seed that diverges, or
-    with finite_size whose train loss runs away (``train_loss_rise``), is left out:
+    bulk C_z(t,t), mean_norm C_b(t,t) (curves only).  Sampling: the curves are the mean over sampling
+    replicas, independent sweeps of ``nodes`` x ``samples`` sites with seeds seed, seed+1, ..., and
+    ``result.errors["mc"][name]`` is the standard error of that mean.  By default (``replicas=None``)
+    replicas are added until the largest standard error over tau of the train and test loss is at most
+    ``mc_tol`` (at least 4 replicas, at most 100); ``result.diagnostics["mc_error"]`` is the error
+    reached and the message says it.  ``replicas=R`` runs exactly R (1: one sweep, errors NaN).
+    ``result.sampling_runs`` holds the kept runs of train_loss and test_loss; the kernels are those of
+    ``seed``.  A seed that diverges, or with finite_size whose train loss runs away
+    (``train_loss_rise``), is left out:
     ``result.diagnostics["sampling_seeds"]`` and ``["excluded_sampling_seeds"]`` list them, and the
     message names them.  ``result.errors["batch"]["train_loss"]`` is the cheaper within-run error of the
     train loss at fixed kernels; :func:`dmft.solvers.result.curve_error` picks a curve's error bar.
@@ -92,8 +93,9 @@ def solve(alpha, ratio, **options):
 
 def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
     method, replicas, datasets, checkpoint_every = how.method, how.replicas, how.datasets, how.checkpoint_every
+    first_replicas = MIN_REPLICAS if replicas is None else replicas  # the first round of sampling replicas
     problem = TwoLayerProblem(model, opts)
-    problem.run_parameters = {"replicas": replicas, "datasets": datasets}
+    problem.run_parameters = {"replicas": replicas, "mc_tol": how.mc_tol, "datasets": datasets}
     # a sweep's checkpoint holds the pass's whole state (about TwoLayerDMFT.memory_bytes): written only on request
     sweep_out = out if checkpoint_every is not None else None
     sweep_start = None  # a stored, unfinished sweep to continue
@@ -112,10 +114,10 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
     if method == "iterate":
         # the iteration has its own bar (over iterations); the ensembles below get theirs
         result = iterate(problem, fp_options, out=out, resume=resume, progress=progress)
-        passes = (replicas - 1) + (datasets if result.success else 0)
+        passes = (first_replicas - 1) + (datasets if result.success else 0)
         bar = _Progress(passes * problem.T1, progress)
     else:
-        passes = 1 + int(confirm) + (replicas - 1) + datasets
+        passes = 1 + int(confirm) + (first_replicas - 1) + datasets
         bar = _Progress(passes * problem.T1, progress)
         result = causal.sweep(problem, fp_options, confirm=confirm, progress=bar.report, out=sweep_out,
                               start=sweep_start)
@@ -128,7 +130,7 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
         if method == "sweep":
             _warn_on_rise(result, opts)
         if result.success or method == "iterate":
-            _replica_errors(result, model, opts, replicas, progress=bar.report)
+            sampling_ensemble(result, model, opts, replicas, how.mc_tol, progress=bar.report, extend=bar.extend)
         if datasets and result.success:
             spread = dataset_ensemble(model, opts, datasets, progress=bar.report)
             result.dataset_bands = spread.bands
@@ -182,6 +184,12 @@ class _Progress:
             self.stage = stage
             self.bar.set_description(f"dmft {stage}")
         self.bar.update(1)
+
+    def extend(self, rows: int) -> None:
+        """More rows to come (a solve sized by mc_tol adds replicas as it goes)."""
+        if self.bar is not None:
+            self.bar.total += rows
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
