@@ -67,6 +67,26 @@ class TimeGrid:
         return cls(t, "uniform", None)
 
     @classmethod
+    def graded(cls, t_max: float, first: float, growth: float, largest: float) -> "TimeGrid":
+        """Steps starting at ``first`` and growing by the factor ``growth`` per step up to ``largest``
+        (then constant), ending at ``t_max`` (a last step shorter than 0.3 of its predecessor is merged
+        into it).  ``growth`` in [1, 2], ``first <= largest <= t_max``."""
+        t_max = check_positive("t_max", t_max)
+        first = check_positive("first", first, high=t_max)
+        largest = check_positive("largest", largest, high=t_max)
+        if not 1.0 <= growth <= 2.0 or largest < first:
+            raise ParameterError(f"invalid graded grid (growth {growth!r}, first {first!r}, largest {largest!r}): "
+                                 "allowed is 1 <= growth <= 2 and first <= largest")
+        t, h = [0.0], first
+        while t[-1] < t_max:
+            if t_max - (t[-1] + h) < 0.3 * h:
+                t.append(t_max)
+            else:
+                t.append(t[-1] + h)
+                h = min(largest, h * growth)
+        return cls(np.array(t), "graded", first)
+
+    @classmethod
     def geometric(cls, t_max: float, steps: int, t_first: float | None = None) -> "TimeGrid":
         """Intervals growing geometrically, ``h_j = t_first * r**j``, so that sum h_j = t_max.
 
@@ -145,7 +165,7 @@ class TimeGrid:
             "grid": self.kind,
             "t_max": self.t_max,
             "steps": self.steps,
-            "t_first": self.t_first if self.kind == "geometric" else None,
+            "t_first": self.t_first if self.kind in ("geometric", "graded") else None,
         }
 
     def __eq__(self, other):

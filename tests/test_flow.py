@@ -1,0 +1,69 @@
+"""The gradient-flow DMFT on a non-uniform grid (dmft.two_layer.flow) against the exact gradient flow
+of linear regression (eps = 0: Marchenko-Pastur closed form)."""
+import math
+
+import numpy as np
+import pytest
+
+from dmft.marchenko_pastur import losses
+from dmft.params import TwoLayerModel
+from dmft.solvers.grid import TimeGrid
+from dmft.solvers.multistep import coefficients
+from dmft.solvers.validation import ParameterError
+from dmft.two_layer.flow import FlowProblem
+
+RATIO = 5.5
+
+
+def _errors(scheme, grid):
+    """Largest |error| over tau of the train and test loss at eps = 0 (alpha 1, ratio 5.5, 16 nodes,
+    the noise-free twins only: no sampling).  At eps = 0 the student is linear regression and the
+    labels u^2/2 act as noise of variance sigma^2 = E[u^4]/4 over the quadrature, with zero signal:
+    train = MP_train(sigma) - MP_train(0), test = 3/4 + MP_test(sigma) - MP_test(0) - sigma^2."""
+    p = FlowProblem(TwoLayerModel(1.0, RATIO, 0.0), grid, scheme=scheme, nodes=16, samples=0)
+    obs = p.solve()
+    assert p.message is None
+    s2 = float(p.node_weight @ p.u2[p.twins] ** 2 / 4.0)
+    tr1, te1 = losses(RATIO, math.sqrt(s2), obs["tau"])
+    tr0, te0 = losses(RATIO, 0.0, obs["tau"])
+    d_train = np.abs(obs["train_loss"] - (tr1 - tr0))
+    d_test = np.abs(obs["test_loss"] - (0.75 + te1 - te0 - s2))
+    return obs["tau"], d_train, d_test
+
+
+@pytest.mark.parametrize("scheme, bound, ratios", [("cn", 3e-4, (3.5, 3.5)), ("bdf2", 1e-3, (2.2, 3.2))])
+def test_flow_converges_to_the_exact_gradient_flow_at_second_order(scheme, bound, ratios):
+    # measured (tau <= 20), h = 0.2 -> 0.1: cn 7.7e-4 -> 1.9e-4 (train), 8.5e-4 -> 2.1e-4 (test), ratio 4.1;
+    # bdf2 1.2e-3 -> 4.7e-4 (train, its error sits in the first steps: ratio 2.6), 3.1e-3 -> 8.2e-4 (test, 3.8).
+    # A first-order scheme halves its error (backward Euler: ratio 1.8).
+    coarse = _errors(scheme, TimeGrid.uniform(20.0, 100))
+    fine = _errors(scheme, TimeGrid.uniform(20.0, 200))
+    for k, r in zip((1, 2), ratios):
+        assert max(fine[k]) < bound, (scheme, k, max(fine[k]))
+        assert max(coarse[k]) / max(fine[k]) > r, (scheme, k, max(coarse[k]), max(fine[k]))
+
+
+@pytest.mark.parametrize("scheme", ["cn", "bdf2"])
+def test_steps_far_beyond_the_fastest_time_scale_stay_exact(scheme):
+    # steps from 0.1 growing by 5 % up to 20 (20 x the largest fit rate 2 (1 + sqrt(1/ratio))^2 = 4.1 is
+    # h rate = 80; explicit Euler needs h < 0.49) reach tau = 1000 in 140 points.  Measured: largest error
+    # 5.1e-4 (bdf2) / 2.2e-4 (cn), below 1e-11 beyond tau = 50.
+    grid = TimeGrid.graded(1000.0, 0.1, 1.05, 20.0)
+    assert grid.T < 150 and np.max(grid.dt) == pytest.approx(20.0)
+    tau, d_train, d_test = _errors(scheme, grid)
+    late = tau > 50.0
+    assert max(d_train.max(), d_test.max()) < 2e-3
+    assert max(d_train[late].max(), d_test[late].max()) < 1e-9
+
+
+def test_graded_grid_and_bdf2_zero_stability():
+    grid = TimeGrid.graded(10.0, 0.1, 1.5, 2.0)
+    h = grid.dt
+    assert grid.t[-1] == 10.0 and h[0] == pytest.approx(0.1) and np.all(h[:-1] <= 2.0 + 1e-12)
+    assert np.all(h[1:-1] / h[:-2] <= 1.5 + 1e-12)
+    co = coefficients(grid.t, "bdf2")
+    assert co.v[1] == pytest.approx(h[0] / 2) and co.w[2] == pytest.approx(h[1] * 2.5 / 4.0)
+    with pytest.raises(ParameterError, match="1 \\+ sqrt\\(2\\)"):
+        coefficients([0.0, 0.1, 0.5], "bdf2")
+    with pytest.raises(ParameterError, match="growth"):
+        TimeGrid.graded(10.0, 0.1, 3.0, 2.0)
