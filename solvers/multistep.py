@@ -31,14 +31,14 @@ import numpy as np
 
 from .validation import ParameterError
 
-__all__ = ["SCHEMES", "MultistepCoefficients", "MultistepProcess", "coefficients"]
+__all__ = ["SCHEMES", "MultistepCoefficients", "MultistepProcess", "coefficients", "set_step", "check_scheme"]
 
 SCHEMES = ("be", "cn", "bdf2")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class MultistepCoefficients:
-    """Per-step coefficients (a1, a2, w, v) of a scheme on a grid; index 0 is unused."""
+    """Per-step coefficients (a1, a2, w, v) of a scheme on a grid (entry i: the step ending at t_i; 0 unused)."""
 
     a1: np.ndarray
     a2: np.ndarray
@@ -48,26 +48,36 @@ class MultistepCoefficients:
 
 def coefficients(t, scheme: str) -> MultistepCoefficients:
     """The coefficients of ``scheme`` (one of :data:`SCHEMES`) on the grid points ``t``."""
+    check_scheme(scheme)
+    t = np.asarray(t, dtype=float)
+    co = MultistepCoefficients(*(np.zeros(t.size) for _ in range(4)))
+    for i in range(1, t.size):
+        set_step(co, t, i, scheme)
+    return co
+
+
+def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
         raise ParameterError(f"invalid scheme {scheme!r}: allowed are {', '.join(SCHEMES)}")
-    t = np.asarray(t, dtype=float)
-    T1 = t.size
-    a1, a2, w, v = (np.zeros(T1) for _ in range(4))
-    for i in range(1, T1):
-        h = t[i] - t[i - 1]
-        if scheme == "be":
-            a1[i], w[i] = 1.0, h
-        elif scheme == "cn" or i == 1:
-            a1[i], w[i], v[i] = 1.0, 0.5 * h, 0.5 * h
-        else:
-            om = h / (t[i - 1] - t[i - 2])
-            if not om < 1.0 + np.sqrt(2.0):
-                raise ParameterError(f"invalid grid for bdf2: step ratio {om:.3g} at t = {t[i]:.4g}; allowed is a "
-                                     "ratio of consecutive steps below 1 + sqrt(2) (zero stability)")
-            a1[i] = (1.0 + om) ** 2 / (1.0 + 2.0 * om)
-            a2[i] = -om * om / (1.0 + 2.0 * om)
-            w[i] = h * (1.0 + om) / (1.0 + 2.0 * om)
-    return MultistepCoefficients(a1, a2, w, v)
+    return scheme
+
+
+def set_step(co: MultistepCoefficients, t, i: int, scheme: str) -> None:
+    """Fill entry i >= 1 of ``co`` from the points t[i-2], t[i-1], t[i] (the step ending at t[i])."""
+    h = t[i] - t[i - 1]
+    co.a2[i] = co.v[i] = 0.0
+    if scheme == "be":
+        co.a1[i], co.w[i] = 1.0, h
+    elif scheme == "cn" or i == 1:
+        co.a1[i], co.w[i], co.v[i] = 1.0, 0.5 * h, 0.5 * h
+    else:
+        om = h / (t[i - 1] - t[i - 2])
+        if not om < 1.0 + np.sqrt(2.0):
+            raise ParameterError(f"invalid grid for bdf2: step ratio {om:.3g} at t = {t[i]:.4g}; allowed is a "
+                                 "ratio of consecutive steps below 1 + sqrt(2) (zero stability)")
+        co.a1[i] = (1.0 + om) ** 2 / (1.0 + 2.0 * om)
+        co.a2[i] = -om * om / (1.0 + 2.0 * om)
+        co.w[i] = h * (1.0 + om) / (1.0 + 2.0 * om)
 
 
 class MultistepProcess:

@@ -47,13 +47,14 @@ def test_flow_converges_to_the_exact_gradient_flow_at_second_order(scheme, bound
 def test_steps_far_beyond_the_fastest_time_scale_stay_exact(scheme):
     # steps from 0.1 growing by 5 % up to 20 (20 x the largest fit rate 2 (1 + sqrt(1/ratio))^2 = 4.1 is
     # h rate = 80; explicit Euler needs h < 0.49) reach tau = 1000 in 140 points.  Measured: largest error
-    # 5.1e-4 (bdf2) / 2.2e-4 (cn), below 1e-11 beyond tau = 50.
+    # 5.1e-4 (bdf2) / 2.2e-4 (cn); beyond tau = 50, 1.2e-8 (cn) / 8.9e-8 (bdf2), the share of C_b's variance
+    # that the Cholesky cut (1e-6 of the largest variance) drops, and below 1e-11 with cholesky_cut 1e-10.
     grid = TimeGrid.graded(1000.0, 0.1, 1.05, 20.0)
     assert grid.T < 150 and np.max(grid.dt) == pytest.approx(20.0)
     tau, d_train, d_test = _errors(scheme, grid)
     late = tau > 50.0
     assert max(d_train.max(), d_test.max()) < 2e-3
-    assert max(d_train[late].max(), d_test[late].max()) < 1e-9
+    assert max(d_train[late].max(), d_test[late].max()) < 1e-6
 
 
 def test_graded_grid_and_bdf2_zero_stability():
@@ -67,3 +68,36 @@ def test_graded_grid_and_bdf2_zero_stability():
         coefficients([0.0, 0.1, 0.5], "bdf2")
     with pytest.raises(ParameterError, match="growth"):
         TimeGrid.graded(10.0, 0.1, 3.0, 2.0)
+
+
+@pytest.mark.slow
+def test_adaptive_flow_agrees_with_the_extrapolated_gradient_descent_dmft():
+    # c1 (alpha 1, eps 0.02, ratio 5.5), tau <= 60, 12 x 16 sites, seeds 0-3: the adaptive flow solve
+    # (bdf2, tol 1e-3, about 45 points) against the h -> 0 Richardson extrapolation 2 L(0.2) - L(0.4) of
+    # the gradient-descent DMFT (each the mean of 4 sampling seeds).  Measured over tau in [2, 120]: largest
+    # |difference| 3.1e-3 (train) and 2.6e-3 (test), at most 1.7 combined standard errors.  Bound: 3 SE plus
+    # 5e-4 for the extrapolation's own error (at tau < 2 the h = 0.4 grid does not resolve the fit modes).
+    import dmft
+
+    case = dict(alpha=1.0, ratio=5.5, eps=0.02)
+    runs = []
+    for seed in range(4):
+        p = FlowProblem(TwoLayerModel(**case), None, "bdf2", t_max=60.0, tol=1e-3, nodes=12, samples=16, seed=seed)
+        runs.append(p.solve())
+        assert p.message is None and p.T_used < 80
+    tau = runs[0]["tau"]
+    euler = {h: dmft.solve(**case, dt=h, t_max=60.0, nodes=12, samples=16, replicas=4) for h in (0.4, 0.2)}
+    late = tau >= 2.0
+    for name in ("train_loss", "test_loss"):
+        flow = np.array([r[name] for r in runs])
+        se_flow = flow.std(axis=0, ddof=1) / 2.0
+
+        def at(h, what):
+            res = euler[h]
+            return np.interp(tau, res.observables["tau"], what(res))
+
+        ref = 2.0 * at(0.2, lambda r: r.observables[name]) - at(0.4, lambda r: r.observables[name])
+        se = np.sqrt(se_flow**2 + 4.0 * at(0.2, lambda r: r.errors["mc"][name]) ** 2
+                     + at(0.4, lambda r: r.errors["mc"][name]) ** 2)
+        d = np.abs(flow.mean(axis=0) - ref)
+        assert np.all(d[late] < 3.0 * se[late] + 5e-4), (name, np.max(d[late] - 3.0 * se[late]))

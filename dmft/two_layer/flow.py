@@ -32,32 +32,77 @@ import math
 
 import numpy as np
 
+from dmft.solvers.anderson import Anderson
 from dmft.solvers.grid import TimeGrid
-from dmft.solvers.multistep import MultistepProcess, coefficients
+from dmft.solvers.multistep import MultistepCoefficients, MultistepProcess, check_scheme, coefficients, set_step
+from dmft.solvers.validation import ParameterError, check_int, check_positive
 
 from ..params import DIVERGENCE_BOUND, TwoLayerModel, diverged
 from .readouts import population_test_loss
 
 _FAMILIES = (("z", 1.0), ("par", 1.0), ("b", 0.0))
+_RESPONSES = ("Rz", "Rpar", "Rb")
+_NOISES = ("Nz", "Npar", "Nb")
+
+
+def _row_vector(avg, i):
+    """Row i of the six averages (columns <= i) as one vector."""
+    return np.concatenate([avg[k][i, : i + 1] for k in _RESPONSES + _NOISES])
+
+
+def _set_row(avg, i, x):
+    """Inverse of :func:`_row_vector` (the noise covariances kept symmetric)."""
+    n = i + 1
+    for j, k in enumerate(_RESPONSES + _NOISES):
+        avg[k][i, :n] = x[j * n:(j + 1) * n]
+        if k in _NOISES:
+            avg[k][:n, i] = x[j * n:(j + 1) * n]
 
 
 class FlowProblem:
-    """Gradient flow of the two-layer network on ``grid`` (a :class:`TimeGrid`) with ``scheme``.
+    """Gradient flow of the two-layer network with ``scheme`` on ``grid`` (a :class:`TimeGrid`), or on an
+    adaptive grid up to ``t_max`` (``grid=None``).
 
-    ``nodes`` Gauss-Legendre nodes of |u| on [0, u_max], ``samples`` antithetic paths per node
-    (even; 0: only the noise-free twins), ``seed``, ``dim`` (the spike seed s(0) = 1/D),
-    ``row_passes`` (the most corrector passes per row) and ``row_tol``; ``cholesky_cut`` as in
-    :class:`TwoLayerDMFT`.  :meth:`solve` returns the observables."""
+    Adaptive grid: steps start at ``first`` (default sqrt(tol) / 2) and follow a local error estimate, the largest difference
+    over the train and test loss between row i and its quadratic extrapolation from rows i-3..i-1 (the
+    same order, h^3, as the local error of "cn" and "bdf2"): the next step is h (tol / est)^(1/3) x 0.9,
+    within [h/2, growth h] and at most ``largest``; at most ``max_points`` points (the per-site state is
+    3 x B x max_points^2 floats).  ``nodes`` Gauss-Legendre nodes of |u| on [0, u_max], ``samples``
+    antithetic paths per node (even; 0: only the noise-free twins), ``seed``, ``dim`` (the spike seed
+    s(0) = 1/D); each row's corrector runs at most ``row_passes`` Anderson-accelerated passes (memory
+    ``row_memory``) to ``row_tol``, or until the change stops falling below ``row_floor`` (the round-off
+    floor of the sampled row); ``cholesky_cut`` as in :class:`TwoLayerDMFT`.  :meth:`solve` returns the
+    observables."""
 
-    def __init__(self, model: TwoLayerModel, grid: TimeGrid, scheme: str = "bdf2", nodes: int = 16,
-                 samples: int = 16, seed: int = 0, dim: int = 200, u_max: float = 4.5, row_passes: int = 30,
-                 row_tol: float = 1e-10, cholesky_cut: float = 1e-10):
-        self.model, self.grid, self.scheme = model, grid, scheme
-        self.t = np.asarray(grid.t)
-        self.T1 = self.t.size
-        self.co = coefficients(self.t, scheme)
+    def __init__(self, model: TwoLayerModel, grid: TimeGrid | None = None, scheme: str = "bdf2", *,
+                 t_max: float | None = None, tol: float = 1e-3, first: float | None = None, growth: float = 1.25,
+                 largest: float = 50.0, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
+                 dim: int = 200, u_max: float = 4.5, row_passes: int = 30, row_tol: float = 1e-12,
+                 row_floor: float = 1e-8, row_memory: int = 5, cholesky_cut: float = 1e-6):
+        self.model, self.grid, self.scheme = model, grid, check_scheme(scheme)
+        if grid is not None:
+            self.t = np.array(grid.t)
+            self.T1 = self.t.size
+            self.co = coefficients(self.t, scheme)
+            self.t_max = float(self.t[-1])
+        else:
+            if t_max is None:
+                raise ParameterError("invalid adaptive grid without t_max: allowed is grid=TimeGrid or t_max > 0")
+            self.t_max = check_positive("t_max", t_max)
+            self.tol = check_positive("tol", tol, high=1.0)
+            # the first steps set the error floor of a second-order scheme, ~ h^2: h = sqrt(tol) / 2
+            self.first = check_positive("first", 0.5 * math.sqrt(self.tol) if first is None else first,
+                                        high=self.t_max)
+            self.largest = check_positive("largest", largest)
+            if not 1.0 <= growth < 1.0 + math.sqrt(2.0):
+                raise ParameterError(f"invalid growth={growth!r}: allowed range is 1 <= growth < 1 + sqrt(2)")
+            self.growth = growth
+            self.T1 = check_int("max_points", max_points, 4, 20000)
+            self.t = np.zeros(self.T1)
+            self.co = MultistepCoefficients(*(np.zeros(self.T1) for _ in range(4)))
         self.dim, self.u_max = dim, u_max
-        self.row_passes, self.row_tol, self.cholesky_cut = row_passes, row_tol, cholesky_cut
+        self.row_passes, self.row_tol, self.row_memory, self.cholesky_cut = row_passes, row_tol, row_memory, cholesky_cut
+        self.row_floor = row_floor
         self._draw(nodes, samples, seed)
 
     def _draw(self, nodes, samples, seed):
@@ -194,10 +239,20 @@ class FlowProblem:
         avg = {k: np.zeros((T1, T1)) for k in ("Rz", "Rpar", "Rb", "Nz", "Npar", "Nb")}
         fam = {name: MultistepProcess(T1, c0) for name, c0 in _FAMILIES}
         chol = np.zeros((T1, T1))
-        self.row_passes_used, self.row_change = np.zeros(T1, dtype=int), np.zeros(T1)
+        self.row_passes_used, self.row_change, self.local_error = np.zeros(T1, dtype=int), np.zeros(T1), np.zeros(T1)
         self.message = None
+        adaptive = self.grid is None
+        h = self.first if adaptive else None
+        used = T1
         for i in range(T1):
             n = i + 1
+            if adaptive and i > 0:
+                if self.t[i - 1] >= self.t_max:
+                    used = i
+                    break
+                t_next = self.t[i - 1] + h
+                self.t[i] = self.t_max if self.t_max - t_next < 0.3 * h else t_next
+                set_step(self.co, self.t, i, self.scheme)
             if i > 0:  # predictor: the previous row at the same lag
                 for k in ("Rz", "Rpar", "Rb"):
                     avg[k][i, 1:n] = avg[k][i - 1, :i]
@@ -206,28 +261,80 @@ class FlowProblem:
                     avg[k][i, :i] = avg[k][i - 1, :i]
                     avg[k][i, i] = avg[k][i - 1, i - 1]
                     avg[k][:i, i] = avg[k][i, :i]
-            prev = None
+            # corrector: Anderson-accelerated fixed point of the row-i averages (the map: weight row,
+            # Cholesky row, data row, averages)
+            # Converged when neither the averages nor any site's residual Delta_i move by row_tol.
+            mixer = Anderson(self.row_memory)
+            x = _row_vector(avg, i)
+            last_delta = None
             for k in range(self.row_passes if i > 0 else 1):
                 self._weight_row(i, fam, avg)
                 self._cholesky_row(i, chol, fam["b"].C)
                 V, Vp = self._data_row(i, fam, chol)
                 self._averages(i, V, Vp, chol, avg)
-                cur = np.concatenate([self.Delta[:, i], avg["Rb"][i, :n], avg["Nb"][i, :n], avg["Rz"][i, :n]])
+                fx = _row_vector(avg, i)
                 self.row_passes_used[i] = k + 1
-                if prev is not None:
-                    self.row_change[i] = np.max(np.abs(cur - prev))
-                    if self.row_change[i] < self.row_tol:
-                        break
-                prev = cur
+                with np.errstate(all="ignore"):
+                    change = np.max(np.abs(fx - x))
+                    if last_delta is not None:
+                        change = max(change, np.max(np.abs(self.Delta[:, i] - last_delta)))
+                # converged (non-finite: caught below), or at the round-off floor of the sampled row (the
+                # change stops falling: the causal Cholesky of the nearly singular C_b amplifies round-off)
+                floor = k >= 3 and change > 0.5 * self.row_change[i] and change < self.row_floor
+                self.row_change[i] = change
+                if last_delta is not None and (not change >= self.row_tol or floor):
+                    break
+                last_delta = self.Delta[:, i].copy()
+                x = mixer.step(x, fx, 1.0)
+                _set_row(avg, i, x)
             self._weight_row(i, fam, avg)  # the kernels of row i from its final averages
             with np.errstate(all="ignore"):
                 if diverged(self.Delta[:, i]):
                     self.message = (f"a data-side site diverged at tau = {self.t[i]:.4g} (row {i}; |Delta| >= "
                                     f"{DIVERGENCE_BOUND:.0e} or non-finite): results are kept up to the row before")
                     self.Delta[:, i:] = np.nan
+                    used = i + 1
                     break
+            self.processes = fam
+            if adaptive and i >= 3:
+                est = self._local_error(i)
+                self.local_error[i] = est
+                factor = 0.9 * (self.tol / est) ** (1.0 / 3.0) if est > 0 else self.growth
+                h = min(self.largest, h * min(self.growth, max(0.5, factor)))
+        else:
+            if adaptive and self.t[T1 - 1] < self.t_max:
+                self.message = (f"the adaptive grid reached max_points = {T1} at tau = {self.t[T1 - 1]:.4g} < t_max = "
+                                f"{self.t_max:g}: raise tol or max_points")
+        self.T_used = used
         self.processes = fam
         return self.observables()
+
+    def _row_losses(self, rows):
+        """Train and test loss at the given rows."""
+        mdl, w = self.model, self.weights
+        live = w > 0
+        train = w[live] @ self.Delta[live][:, rows] ** 2 + self.train_cv[rows]
+        fam = self.processes
+        test = population_test_loss(mdl.alpha, mdl.eps, self.dim, fam["z"].C[rows, rows],
+                                    fam["par"].C[rows, rows] / self.dim, fam["b"].C[rows, rows])
+        return train, test
+
+    def _local_error(self, i):
+        """|loss(t_i) - its quadratic extrapolation from rows i-3..i-1|, largest of train and test."""
+        rows = np.array([i - 3, i - 2, i - 1, i])
+        t = self.t[rows]
+        est = 0.0
+        with np.errstate(all="ignore"):
+            for values in self._row_losses(rows):
+                pred = 0.0
+                for j in range(3):  # Lagrange basis through t[0..2], evaluated at t[3]
+                    lj = 1.0
+                    for k in range(3):
+                        if k != j:
+                            lj *= (t[3] - t[k]) / (t[j] - t[k])
+                    pred += lj * values[j]
+                est = max(est, abs(values[3] - pred))
+        return est if math.isfinite(est) else math.inf
 
     def _weight_row(self, i, fam, avg):
         fam["z"].row(i, self.co, avg["Rz"], avg["Nz"])
@@ -235,11 +342,12 @@ class FlowProblem:
         fam["b"].row(i, self.co, avg["Rb"], avg["Nb"])
 
     def observables(self) -> dict:
-        mdl, w = self.model, self.weights
+        mdl, w, n = self.model, self.weights, self.T_used
         with np.errstate(all="ignore"):
-            train = w[w > 0] @ self.Delta[w > 0] ** 2 + self.train_cv
-            Cz = np.diag(self.processes["z"].C).copy()
-            s = np.diag(self.processes["par"].C) / self.dim
-            Cb = np.diag(self.processes["b"].C).copy()
+            train = w[w > 0] @ self.Delta[w > 0, :n] ** 2 + self.train_cv[:n]
+            Cz = np.diag(self.processes["z"].C)[:n].copy()
+            s = np.diag(self.processes["par"].C)[:n] / self.dim
+            Cb = np.diag(self.processes["b"].C)[:n].copy()
             test = population_test_loss(mdl.alpha, mdl.eps, self.dim, Cz, s, Cb)
-        return {"tau": self.t.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz, "mean_norm": Cb}
+        return {"tau": self.t[:n].copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
+                "mean_norm": Cb}
