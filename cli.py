@@ -151,6 +151,8 @@ def _help(cls, name):
 
 _T_MAX = {"two-layer": defaults(TwoLayerDMFT)["t_max"], "linear": defaults(LinearGrid)["t_max"]}
 _ACCEL = {"two-layer": defaults(TwoLayerSolve)["accel"], "linear": defaults(FixedPointOptions)["accel"]}
+# --grid names the time grid of either model: its allowed values are each settings class's own
+_GRIDS = {"two-layer": fields(TwoLayerDMFT)["grid"][1].choices, "linear": fields(LinearGrid)["grid"][1].choices}
 
 
 @main.command()
@@ -159,8 +161,11 @@ _ACCEL = {"two-layer": defaults(TwoLayerSolve)["accel"], "linear": defaults(Fixe
 @click_options(TwoLayerModel, override={"alpha": {"required": False, "default": None, "help": (
     _help(TwoLayerModel, "alpha") + " Required for the two-layer model.")}})
 @click_options(TwoLayerDMFT, override={"t_max": {"default": None, "show_default": False, "help": (
-    _help(TwoLayerDMFT, "t_max") + f" Default: {_T_MAX['two-layer']:g} (two-layer), {_T_MAX['linear']:g} (linear).")}})
-@click_options(LinearGrid, only=("steps", "grid"))
+    _help(TwoLayerDMFT, "t_max") + f" Default: {_T_MAX['two-layer']:g} (two-layer), {_T_MAX['linear']:g} (linear).")},
+    "grid": {"type": click.Choice(list(dict.fromkeys(_GRIDS["two-layer"] + _GRIDS["linear"]))), "default": "uniform",
+             "help": "Two-layer model: " + _help(TwoLayerDMFT, "grid") + " Linear model: "
+                     + _help(LinearGrid, "grid")}})
+@click_options(LinearGrid, only=("steps",))
 @click_options(TwoLayerSolve, FixedPointOptions, override={"accel": {"default": None, "show_default": False, "help": (
     f"Fixed-point acceleration. Default: {_ACCEL['two-layer']} (two-layer: the map is causal, so plain iteration "
     f"converges front-like), {_ACCEL['linear']} (linear).")}})
@@ -185,6 +190,9 @@ def solve(model, out, resume, overwrite, wait, quiet, **options):
         staging = _staging(out) if out is not None and not resume and before is not None else None
         if staging is not None:  # --overwrite: the old file stays intact until the new run is complete
             run["out"] = staging
+        if options["grid"] not in _GRIDS[model]:
+            raise ParameterError(f"invalid --grid {options['grid']} with --model {model}: allowed are "
+                                 f"{', '.join(_GRIDS[model])}")
         if model == "linear":
             from dmft.linear import SETTINGS as LINEAR_SETTINGS
             from dmft.linear import solve_linear
@@ -202,10 +210,9 @@ def solve(model, out, resume, overwrite, wait, quiet, **options):
                                      "(0 < alpha <= 1e4)")
             from dmft.two_layer import solve as solve_two_layer
 
-            for name in ("steps", "grid"):
-                if options.pop(name) != _cli_default(name):
-                    raise ParameterError(f"invalid --{name} with the two-layer model: allowed only with --model "
-                                         "linear (the two-layer grid is uniform with step --dt)")
+            if options.pop("steps") != _cli_default("steps"):
+                raise ParameterError("invalid --steps with the two-layer model: allowed only with --model linear "
+                                     "(the two-layer grid is uniform with step --dt, or --grid adaptive)")
             result = solve_two_layer(**options, **run)
         if staging is not None and os.path.exists(staging):
             from dmft.solvers.locking import lock_path
@@ -435,8 +442,8 @@ def _list_option(name, **kw):
 @_list_option("ratio", required=True)
 @_list_option("eps")
 @_list_option("noise")
-@click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "nodes", "samples", "seed", "replicas",
-                                                  "mc_tol"))
+@click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "grid", "rtol", "nodes", "samples", "seed",
+                                                  "replicas", "mc_tol"))
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
               help="Also simulate each point with this many networks (0: DMFT only); same model, dt and t-max. "
                    f"Range: integer 0 <= sim_seeds <= {_SIM_SEEDS_MAX}.")
@@ -456,8 +463,8 @@ def _list_option(name, **kw):
                    "Range: integer 1 <= workers <= 256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replicas, mc_tol, sim_seeds, sim_dim,
-          sim_width, fraction, outdir, scheduler, workers, quiet):
+def sweep(alpha, ratio, eps, noise, dim, t_max, dt, grid, rtol, nodes, samples, seed, replicas, mc_tol, sim_seeds,
+          sim_dim, sim_width, fraction, outdir, scheduler, workers, quiet):
     """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
@@ -475,15 +482,16 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, nodes, samples, seed, replic
     check_int("workers", workers, 1, 256)
     SimulationSettings(dim=sim_dim, width=sim_width)
     require(0 < fraction < 1, "fraction", fraction, "0 < fraction < 1")
-    grid = {"alpha": alpha, "ratio": ratio}
-    fixed = dict(dim=dim, t_max=t_max, dt=dt, nodes=nodes, samples=samples, seed=seed, replicas=replicas, mc_tol=mc_tol)
+    space = {"alpha": alpha, "ratio": ratio}
+    fixed = dict(dim=dim, t_max=t_max, dt=dt, grid=grid, rtol=rtol, nodes=nodes, samples=samples, seed=seed,
+                 replicas=replicas, mc_tol=mc_tol)
     for name, values in (("eps", eps), ("noise", noise)):
         if len(values) > 1:
-            grid[name] = values
+            space[name] = values
         else:
             fixed[name] = values[0]
     simulate_opts = dict(dim=sim_dim, width=sim_width, seeds=sim_seeds, lazy_reference=True) if sim_seeds else None
-    result = run_sweep(grid, outdir, simulate=simulate_opts, scheduler=scheduler, n_workers=workers,
+    result = run_sweep(space, outdir, simulate=simulate_opts, scheduler=scheduler, n_workers=workers,
                        progress=not quiet, fraction=fraction, **fixed)
     click.echo(f"{len(result.points)} points: {len(result.computed)} computed, {len(result.skipped)} already done, "
                f"{len(result.failed)} failed; index {result.index_path}")

@@ -387,10 +387,11 @@ def _open_client(scheduler: Any, n_workers: int, stack: list):
                          "'tcp://host:port', a distributed.Client or a cluster object")
 
 
-def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, simulate: Mapping | None = None,
+def sweep(parameter_grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike,
+          simulate: Mapping | None = None,
           scheduler: Any = None, n_workers: int = 2, progress: bool = True, fraction: float = 0.5,
           **fixed) -> SweepResult:
-    """Solve the two-layer DMFT on every point of ``grid`` (a dict parameter -> list of values:
+    """Solve the two-layer DMFT on every point of ``parameter_grid`` (a dict parameter -> list of values:
     the Cartesian product, in the dict's order; or a list of dicts: exactly these points, e.g.
     a t_max that grows with alpha), with ``fixed`` the other :func:`dmft.solve` parameters,
     each point a Dask task; optionally also simulate each point (``simulate`` = options of
@@ -403,7 +404,7 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
     single-threaded worker processes), ``"tcp://host:port"``, or a ``distributed.Client``.
     Returns a :class:`SweepResult`.
     """
-    swept = _validate(grid, fixed, simulate)
+    swept = _validate(parameter_grid, fixed, simulate)
     n_workers = int(n_workers)
     if n_workers < 1:
         raise ParameterError(f"invalid n_workers={n_workers!r}: allowed range is an integer >= 1")
@@ -413,10 +414,11 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
     outdir.mkdir(parents=True, exist_ok=True)
     sim_kwargs = dict(simulate) if simulate is not None else None
 
-    explicit = _explicit_points(grid)
+    explicit = _explicit_points(parameter_grid)
     if explicit is None:
-        combos = [dict(zip(swept, combo)) for combo in itertools.product(*(list(grid[k]) for k in swept))]
-        grid_record = {k: list(grid[k]) for k in swept}
+        combos = [dict(zip(swept, combo))
+                  for combo in itertools.product(*(list(parameter_grid[k]) for k in swept))]
+        grid_record = {k: list(parameter_grid[k]) for k in swept}
     else:
         combos = explicit
         # the swept parameters: those that vary between the points (alpha and ratio always named)
@@ -435,7 +437,7 @@ def sweep(grid: Mapping[str, list] | list[Mapping], outdir: str | os.PathLike, s
         entries.append(entry)
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
-        raise ParameterError("invalid grid: it lists a point twice")
+        raise ParameterError("invalid parameter_grid: it lists a point twice")
     for entry in entries:  # every point's values are in range before any compute
         for cls, kwargs in zip(SOLVE_SETTINGS, settings.split(entry["parameters"], *SOLVE_SETTINGS)):
             cls(**kwargs)

@@ -101,3 +101,25 @@ def test_adaptive_flow_agrees_with_the_extrapolated_gradient_descent_dmft():
                      + at(0.4, lambda r: r.errors["mc"][name]) ** 2)
         d = np.abs(flow.mean(axis=0) - ref)
         assert np.all(d[late] < 3.0 * se[late] + 5e-4), (name, np.max(d[late] - 3.0 * se[late]))
+
+
+def test_solve_on_an_adaptive_grid(tmp_path):
+    # dmft.solve(grid="adaptive"): the first sampling replica chooses the grid, the others run on it; the
+    # curves are their mean on that grid, and the file holds it
+    import dmft
+
+    out = tmp_path / "flow.h5"
+    res = dmft.solve(alpha=1.0, ratio=5.5, eps=0.02, t_max=20.0, grid="adaptive", nodes=4, samples=4, replicas=3,
+                     out=out)
+    tau = res.observables["tau"]
+    assert res.success and "adaptive grid" in res.message and tau[-1] == 20.0
+    assert np.all(np.diff(tau) > 0) and np.diff(tau)[-1] > 10 * np.diff(tau)[0]  # steps grow
+    assert int(res.diagnostics["grid_points"]) == tau.size and res.sampling_runs["train_loss"].shape == (3, tau.size)
+    np.testing.assert_allclose(res.observables["train_loss"], res.sampling_runs["train_loss"].mean(axis=0), rtol=1e-12)
+    assert res.final_residual < 1e-8  # the largest change left in a row's corrector
+    back = dmft.load(out)
+    assert back.parameters["grid"] == "adaptive" and np.array_equal(back.observables["tau"], tau)
+    with pytest.raises(ParameterError, match="adaptive"):
+        dmft.solve(alpha=1.0, ratio=5.5, t_max=5.0, grid="adaptive", checkpoint_every=2, nodes=2, samples=2)
+    with pytest.raises(ParameterError, match="finite_size"):
+        dmft.solve(alpha=1.0, ratio=5.5, t_max=5.0, grid="adaptive", finite_size=True)

@@ -293,7 +293,8 @@ def test_a_point_held_by_another_worker_is_waited_for_not_recomputed(tmp_path, c
     from dmft.sweep import SOLVE_KEYS
 
     given = {"alpha": 1.0, "ratio": 1.0, "eps": 0.1, "noise": 0.0, "dim": 50, "t_max": 3.0, "dt": 0.2, "samples": 6,
-             "nodes": 6, "seed": 0, "replicas": None, "mc_tol": 0.003}  # the point as `dmft sweep` (_cli_sweep) names it
+             "nodes": 6, "seed": 0, "replicas": None, "mc_tol": 0.003, "grid": "uniform",
+             "rtol": 0.001}  # the point as `dmft sweep` (_cli_sweep) names it
     params = {k: given[k] for k in SOLVE_KEYS if k in given}
     target = tmp_path / (point_name(params, ["alpha", "ratio"]) + ".h5")
     with hold(target):  # "another worker" owns the point

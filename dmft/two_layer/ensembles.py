@@ -32,7 +32,7 @@ def _loss_error(runs) -> float:
     return float(np.max(se[np.isfinite(se)])) if np.isfinite(se).any() else math.nan
 
 
-def sampling_ensemble(result, model, opts, replicas, mc_tol, progress=None, extend=None):
+def sampling_ensemble(result, model, opts, replicas, mc_tol, progress=None, extend=None, make_replica=None):
     """Run the sampling seeds seed+1, seed+2, ... beside the solve's own and combine them.
 
     ``replicas``: run exactly that many seeds in all; None: as many as ``mc_tol`` needs, at least
@@ -50,8 +50,14 @@ def sampling_ensemble(result, model, opts, replicas, mc_tol, progress=None, exte
     about one draw in 50-100, docs/finite-size.md section 5c), not a sample of the theory: it is left
     out, and listed in ``result.diagnostics["excluded_sampling_seeds"]`` and in the message;
     ``result.diagnostics["sampling_seeds"]`` lists the kept ones.  ``extend(rows)`` is called before
-    each added round with the rows it adds (for a progress bar).
+    each added round with the rows it adds (for a progress bar).  ``make_replica(seed)``: the problem of
+    one more sampling seed (default: :class:`TwoLayerProblem` with ``opts`` at that seed); its ``sweep``
+    gives (kernels, message) and its ``observables(kernels)`` the curves.
     """
+    if make_replica is None:
+        def make_replica(seed):
+            return TwoLayerProblem(model, dataclasses.replace(opts, seed=seed))
+
     names = _ERROR_CURVES + (("spike_bulk_cross",) if opts.finite_size else ())
     obs = result.observables
     runs, excluded, notes = [], [], []
@@ -72,10 +78,10 @@ def sampling_ensemble(result, model, opts, replicas, mc_tol, progress=None, exte
     done = 1
     while True:
         for k in range(done, target):
-            rep = TwoLayerProblem(model, dataclasses.replace(opts, seed=opts.seed + k))
+            rep = make_replica(opts.seed + k)
             label = f"replica {k + 1}/{target}"
             K, message = rep.sweep(progress=_stage(progress, label))
-            admit(opts.seed + k, rep.observables_from(K, rep.last_pass.Delta), message is not None)
+            admit(opts.seed + k, rep.observables(K), message is not None)
         done = max(done, target)
         reached = _loss_error(runs)
         if replicas is not None or not reached > mc_tol or done >= MAX_REPLICAS:

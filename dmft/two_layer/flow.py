@@ -39,6 +39,7 @@ from dmft.solvers.validation import ParameterError, check_int, check_positive
 
 from ..params import DIVERGENCE_BOUND, TwoLayerModel, diverged
 from .readouts import population_test_loss
+from .settings import MAX_POINTS
 
 _FAMILIES = (("z", 1.0), ("par", 1.0), ("b", 0.0))
 _RESPONSES = ("Rz", "Rpar", "Rb")
@@ -74,6 +75,19 @@ class FlowProblem:
     floor of the sampled row); ``cholesky_cut`` as in :class:`TwoLayerDMFT`.  :meth:`solve` returns the
     observables."""
 
+    kind = "dmft-two-layer"
+
+    @classmethod
+    def from_settings(cls, model: TwoLayerModel, options, grid: TimeGrid | None = None) -> "FlowProblem":
+        """The flow problem of :class:`TwoLayerDMFT` settings with ``grid="adaptive"`` (``rtol``, t_max,
+        nodes, samples, seed, dim, u_max, cholesky_cut); ``grid``: a fixed grid instead (the grid of the
+        first sampling replica, for the others)."""
+        problem = cls(model, grid, "bdf2", t_max=options.t_max, tol=options.rtol, max_points=MAX_POINTS,
+                      nodes=options.nodes, samples=options.samples, seed=options.seed, dim=options.dim,
+                      u_max=options.u_max)
+        problem.options = options
+        return problem
+
     def __init__(self, model: TwoLayerModel, grid: TimeGrid | None = None, scheme: str = "bdf2", *,
                  t_max: float | None = None, tol: float = 1e-3, first: float | None = None, growth: float = 1.25,
                  largest: float = 50.0, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
@@ -103,6 +117,9 @@ class FlowProblem:
         self.dim, self.u_max = dim, u_max
         self.row_passes, self.row_tol, self.row_memory, self.cholesky_cut = row_passes, row_tol, row_memory, cholesky_cut
         self.row_floor = row_floor
+        self.options = None
+        self.run_parameters = {}
+        self.dropped_mass = math.erfc(u_max / math.sqrt(2.0))
         self._draw(nodes, samples, seed)
 
     def _draw(self, nodes, samples, seed):
@@ -227,7 +244,32 @@ class FlowProblem:
                 L[i, i] = math.sqrt(s) if s > cut else 0.0
 
     # ---------------------------------------------------------------- the pass
-    def solve(self) -> dict:
+    # ---------------------------------------------------------------- as a causal problem (dmft.solvers.causal)
+    def parameters(self) -> dict:
+        from ..params import as_dict
+
+        opts = as_dict(self.options) if self.options is not None else {"scheme": self.scheme}
+        return {"model": "two-layer", **as_dict(self.model), **opts, **self.run_parameters}
+
+    def sweep(self, progress=None, checkpoint=None, start=None):
+        """One pass (:meth:`solve`) as the causal driver runs it: returns (kernels, message); the
+        kernels are the covariances C and weighted responses Q of the three families on the grid."""
+        if checkpoint is not None or start is not None:
+            raise ParameterError("invalid checkpoint_every or resume of a pass with --grid adaptive: allowed with "
+                                 "--grid uniform only")
+        self.solve(progress=progress)
+        n = self.T_used
+        kernels = {}
+        for name, proc in self.processes.items():
+            kernels[f"C_{name}"] = proc.C[:n, :n].copy()
+            kernels[f"Q_{name}"] = proc.Q[:n, :n].copy()
+        return kernels, self.message
+
+    def observables(self, kernels=None) -> dict:
+        """The observables of the last :meth:`solve` (``kernels`` are its own)."""
+        return self._observables()
+
+    def solve(self, progress=None) -> dict:
         """One causal pass over the grid.  Returns the observables (tau, train_loss, test_loss, spike,
         bulk, mean_norm); ``row_passes_used`` and ``row_change`` per row, and ``message`` (None, or where
         a site diverged: the rows after it are NaN)."""
@@ -296,6 +338,8 @@ class FlowProblem:
                     used = i + 1
                     break
             self.processes = fam
+            if progress is not None:
+                progress(i)
             if adaptive and i >= 3:
                 est = self._local_error(i)
                 self.local_error[i] = est
@@ -307,7 +351,7 @@ class FlowProblem:
                                 f"{self.t_max:g}: raise tol or max_points")
         self.T_used = used
         self.processes = fam
-        return self.observables()
+        return self._observables()
 
     def _row_losses(self, rows):
         """Train and test loss at the given rows."""
@@ -341,7 +385,7 @@ class FlowProblem:
         fam["par"].row(i, self.co, avg["Rpar"], avg["Npar"])
         fam["b"].row(i, self.co, avg["Rb"], avg["Nb"])
 
-    def observables(self) -> dict:
+    def _observables(self) -> dict:
         mdl, w, n = self.model, self.weights, self.T_used
         with np.errstate(all="ignore"):
             train = w[w > 0] @ self.Delta[w > 0, :n] ** 2 + self.train_cv[:n]

@@ -17,6 +17,10 @@ CROSS_KERNEL_NAMES = ("R_q", "C_q")
 MIN_REPLICAS = 4
 MAX_REPLICAS = 100
 
+GRIDS = ("uniform", "adaptive")
+#: most points of an adaptive grid (the per-site state is 3 x sites x MAX_POINTS^2 floats)
+MAX_POINTS = 600
+
 #: most time steps of a uniform-grid solve (memory grows like steps^2, time like steps^3)
 MAX_STEPS = 20000
 
@@ -46,6 +50,11 @@ class TwoLayerDMFT:
     dim: int = dim_setting()
     dt: float = dt_setting()
     t_max: float = t_max_setting()
+    grid: str = setting("uniform", "uniform: gradient descent with steps --dt, the exact D → ∞ limit at that step. "
+                        "adaptive: gradient flow (h → 0) on a grid whose steps follow --rtol (implicit BDF2; D → ∞ "
+                        "only; docs/theory.md, section 7).", choices=GRIDS)
+    rtol: float = setting(1e-3, "Adaptive grid: largest change per step of the train and test loss away from their "
+                          "quadratic extrapolation (a local error of order h³).", check=positive(0.1))
     nodes: int = setting(12, "Gauss–Legendre nodes of the teacher field |u| on [0, u_max] (per sampling replica).",
                          check=integer(1, 1000))
     samples: int = setting(16, "Antithetic Monte-Carlo paths of the readout-mean noise per teacher-field node and "
@@ -66,6 +75,10 @@ class TwoLayerDMFT:
     def __post_init__(self):
         validate(self)
         require(self.samples % 2 == 0, "samples", self.samples, "an even integer >= 2 (antithetic pairs)")
+        if self.grid == "adaptive":
+            require(not self.finite_size, "finite_size", self.finite_size, "False with --grid adaptive (the "
+                    "finite-size terms are derived for gradient descent on the uniform grid: use --grid uniform)")
+            return
         require(self.steps >= 1, "t_max", self.t_max, f"at least one step: t_max >= dt = {self.dt}")
         require(self.steps <= MAX_STEPS, "t_max/dt", self.steps, f"at most {MAX_STEPS} time steps")
 
@@ -84,8 +97,9 @@ class TwoLayerDMFT:
         return _STATE_MATRICES + (_CROSS_MATRICES if self.finite_size else 0)
 
     def memory_bytes(self) -> int:
-        """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays."""
-        t1 = self.steps + 1
+        """Peak memory of a sweep: per-sample state plus ~40 (T+1)^2 kernel/accumulator arrays (an adaptive
+        grid: MAX_POINTS points)."""
+        t1 = MAX_POINTS if self.grid == "adaptive" else self.steps + 1
         return (8 * t1 * t1 * (self.matrices_per_site * self.n_samples + 3 * self.nodes + 40)
                 + 8 * t1 * self.n_samples * 20)
 

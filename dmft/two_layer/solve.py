@@ -1,6 +1,7 @@
 """``solve``: the two-layer DMFT from the paper's parameters to a :class:`dmft.solvers.result.SolverResult`."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 
@@ -94,6 +95,8 @@ def solve(alpha, ratio, **options):
 def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
     method, replicas, datasets, checkpoint_every = how.method, how.replicas, how.datasets, how.checkpoint_every
     first_replicas = MIN_REPLICAS if replicas is None else replicas  # the first round of sampling replicas
+    if opts.grid == "adaptive":
+        return _solve_flow(model, opts, how, out, resume, progress)
     problem = TwoLayerProblem(model, opts)
     problem.run_parameters = {"replicas": replicas, "mc_tol": how.mc_tol, "datasets": datasets}
     # a sweep's checkpoint holds the pass's whole state (about TwoLayerDMFT.memory_bytes): written only on request
@@ -150,6 +153,45 @@ solve.__doc__ += options_doc(*SETTINGS, extra={
     "resume": "Continue the run stored in ``out`` (the same parameters are required).",
     "progress": "Show one tqdm bar over every pass of the solve.",
     "confirm": "After a sweep, apply the fixed-point map once more and report its residual."})
+
+
+def _solve_flow(model, opts, how, out, resume, progress):
+    """The gradient-flow DMFT on an adaptive grid (:mod:`dmft.two_layer.flow`): the first sampling replica
+    chooses the grid, the others run on it."""
+    from dmft.solvers.grid import TimeGrid
+
+    from .flow import FlowProblem
+
+    for name, value, allowed in (("method", how.method, "sweep"), ("datasets", how.datasets, 0),
+                                 ("checkpoint_every", how.checkpoint_every, None), ("resume", resume, False)):
+        if value != allowed:
+            raise ParameterError(f"invalid {name}={value!r} with grid='adaptive': allowed is {allowed!r} (the "
+                                 "adaptive grid has no iteration, training-set replicas or mid-pass checkpoints)")
+    problem = FlowProblem.from_settings(model, opts)
+    problem.run_parameters = {"replicas": how.replicas, "mc_tol": how.mc_tol, "datasets": 0}
+    first = MIN_REPLICAS if how.replicas is None else how.replicas
+    bar = _Progress(first * 100, progress)  # about 100 rows per replica; extended as the replicas go
+    try:
+        result = causal.sweep(problem, FixedPointOptions(), confirm=False, progress=bar.report)
+        after_driver = time.perf_counter()
+        result.diagnostics.update(_extra(problem))
+        result.diagnostics["grid_points"] = np.array(problem.T_used)
+        # the convergence measure of the pass: the largest change left in a row's corrector
+        result.residuals = np.array([float(np.max(problem.row_change[1:problem.T_used], initial=0.0))])
+        if result.success:
+            result.message = (f"gradient flow on an adaptive grid of {problem.T_used} points to tau = "
+                              f"{problem.t[problem.T_used - 1]:g} (rtol {opts.rtol:g}, implicit BDF2)")
+            grid = TimeGrid(problem.t[: problem.T_used], "adaptive", None)
+            sampling_ensemble(result, model, opts, how.replicas, how.mc_tol, progress=bar.report, extend=bar.extend,
+                              make_replica=lambda seed: FlowProblem.from_settings(
+                                  model, dataclasses.replace(opts, seed=seed), grid=grid))
+        _warn_on_rise(result, opts)
+    finally:
+        bar.close()
+    result.wall_time += time.perf_counter() - after_driver
+    if out is not None:
+        write_result(out, result, final=True)
+    return result
 
 
 def _warn_on_rise(result, opts):
