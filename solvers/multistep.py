@@ -31,7 +31,7 @@ import numpy as np
 
 from .validation import ParameterError
 
-__all__ = ["SCHEMES", "MultistepCoefficients", "MultistepProcess", "coefficients", "set_step", "check_scheme"]
+__all__ = ["SCHEMES", "MultistepCoefficients", "MultistepProcess", "coefficients", "set_step", "check_scheme", "pad"]
 
 SCHEMES = ("be", "cn", "bdf2")
 
@@ -93,6 +93,11 @@ class MultistepProcess:
         self.PPhi = np.zeros(T1)  # sum_k Rhat(i, k) Phi(k)
         self.C = np.zeros((T1, T1))
 
+    def grow(self, T1: int) -> None:
+        """Room for T1 rows (the rows so far are kept)."""
+        for name in ("Q", "P", "C", "Phi", "PPhi"):
+            setattr(self, name, pad(getattr(self, name), T1))
+
     def row(self, i: int, co: MultistepCoefficients, Rhat: np.ndarray, N: np.ndarray) -> None:
         """Fill row i of Q, P, Phi and C (and C's column i) from Rhat[:i+1, :i+1] and N[:i+1, :i+1]."""
         Q, P, Phi = self.Q, self.P, self.Phi
@@ -118,3 +123,12 @@ class MultistepProcess:
         row = self.c0 * Phi[i] * Phi[:n] + Q[:n, :n] @ (Q[i, :n] @ N[:n, :n])
         self.C[i, :n] = row
         self.C[:n, i] = row
+
+
+def pad(a: np.ndarray, size: int, axes: tuple | None = None) -> np.ndarray:
+    """``a`` with its ``axes`` (default: every axis of length equal to the first one's, i.e. the time
+    axes) zero-padded to ``size``."""
+    axes = tuple(range(a.ndim)) if axes is None else axes
+    out = np.zeros(tuple(size if k in axes else n for k, n in enumerate(a.shape)), dtype=a.dtype)
+    out[tuple(slice(0, n) for n in a.shape)] = a
+    return out

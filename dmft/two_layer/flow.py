@@ -34,10 +34,12 @@ import numpy as np
 
 from dmft.solvers.anderson import Anderson
 from dmft.solvers.grid import TimeGrid
-from dmft.solvers.multistep import MultistepCoefficients, MultistepProcess, check_scheme, coefficients, set_step
+from dmft.solvers.multistep import (MultistepCoefficients, MultistepProcess, check_scheme, coefficients, pad,
+                                    set_step)
 from dmft.solvers.validation import ParameterError, check_int, check_positive
 
 from ..params import DIVERGENCE_BOUND, TwoLayerModel, diverged
+from .flow_kernels import _flow_data_row
 from .readouts import population_test_loss
 from .settings import MAX_POINTS
 
@@ -91,7 +93,7 @@ class FlowProblem:
     def __init__(self, model: TwoLayerModel, grid: TimeGrid | None = None, scheme: str = "bdf2", *,
                  t_max: float | None = None, tol: float = 1e-3, first: float | None = None, growth: float = 1.25,
                  largest: float = 50.0, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
-                 dim: int = 200, u_max: float = 4.5, row_passes: int = 30, row_tol: float = 1e-12,
+                 dim: int = 200, u_max: float = 4.5, row_passes: int = 30, row_tol: float = 1e-9,
                  row_floor: float = 1e-8, row_memory: int = 5, cholesky_cut: float = 1e-6):
         self.model, self.grid, self.scheme = model, grid, check_scheme(scheme)
         if grid is not None:
@@ -148,59 +150,14 @@ class FlowProblem:
 
     # ---------------------------------------------------------------- data side, row i
     def _data_row(self, i, fam, chol):
-        mdl = self.model
-        lam, gam, kap, al, ep = mdl.lam, 2.0 / mdl.alpha, mdl.kappa, mdl.alpha, mdl.eps
-        a = 0.5 * al * ep
-        n = i + 1
-        Qb, Qz = fam["b"].Q, fam["z"].Q
-        Cz, S = fam["z"].C, fam["par"].C / self.dim
-        Gm, DD, DL, m, Dl, ell, u2 = self.Gam, self.dDelta, self.dEll, self.m, self.Delta, self.ell, self.u2
-        m0 = self.gauss[:, :n] @ chol[i, :n] + lam * (ell[:, :i] @ Qb[i, :i])
-        # resolvent row before its diagonal factor: y = e_i + sum_{l<i} K(i, l) Gamma(l, :)
-        y = np.zeros((self.u2.size, n))
-        if i > 0:
-            K = lam * kap * Qz[i, :i][None, :] * Dl[:, :i]
-            y[:, :i] = np.matmul(K[:, None, :], Gm[:, :i, :i])[:, 0, :]
-        y[:, i] = 1.0
-        v0 = np.einsum("bj,bj->b", y @ Cz[:n, :n], y) + u2 * np.einsum("bj,bj->b", y @ S[:n, :n], y)
-        c, qz = lam * Qb[i, i], Qz[i, i]
-        const = 0.5 * u2 + mdl.noise * self.label + a * (1.0 + u2 / self.dim)
-        # Newton on F(D) = D - const + alpha (m + eps m^2/2) + a gg(D)^2 v0, m(D) = (m0 + c gamma D)/(1 - c kappa D)
-        D = Dl[:, i - 1].copy() if i > 0 else const - a * v0
-        for _ in range(30):
-            den = 1.0 - c * kap * D
-            mm = (m0 + c * gam * D) / den
-            dm = (c * gam + mm * c * kap) / den
-            gg = 1.0 / (1.0 - lam * kap * qz * D)
-            F = D - const + al * (mm + 0.5 * ep * mm * mm) + a * gg * gg * v0
-            dF = 1.0 + al * (1.0 + ep * mm) * dm + 2.0 * a * gg * (lam * kap * qz * gg * gg) * v0
-            step = F / dF
-            D = D - step
-            if np.max(np.abs(step)) < 1e-14 * (1.0 + np.max(np.abs(D))):
-                break
-        mm = (m0 + c * gam * D) / (1.0 - c * kap * D)
-        gg = 1.0 / (1.0 - lam * kap * qz * D)
-        m[:, i], Dl[:, i] = mm, D
-        ell[:, i] = D * (gam + kap * mm)
-        Gm[:, i, :n] = gg[:, None] * y
-        Gm[:, i, n:] = 0.0
-        # covariances V(i, j), V_perp(i, j) for j <= i
-        Vp = np.matmul(Gm[:, :n, :n], (Gm[:, i, :n] @ Cz[:n, :n])[:, :, None])[:, :, 0]
-        V = Vp + u2[:, None] * np.matmul(Gm[:, :n, :n], (Gm[:, i, :n] @ S[:n, :n])[:, :, None])[:, :, 0]
-        # tangent row i: p = dm(i, .), q = dDelta(i, .), with their own diagonal (a 2 x 2 solve per site)
-        L = 2.0 * lam * kap * (Gm[:, i, :n] @ Qz[:n, :n]) * V  # d V(i, i) / d Delta(l)
-        p0 = np.zeros((self.u2.size, n))
-        p0[:, i] = 1.0
-        q0 = np.zeros((self.u2.size, n))
-        if i > 0:
-            p0 += lam * np.matmul(Qb[i, :i][None, None, :], DL[:, :i, :n])[:, 0, :]
-            q0 = -a * np.matmul(L[:, None, :i], DD[:, :i, :n])[:, 0, :]
-        A, Bc, f = gam + kap * mm, kap * D, al * (1.0 + ep * mm)
-        opl = 1.0 + a * L[:, i]
-        p = (p0 + (c * A / opl)[:, None] * q0) / (1.0 - c * Bc + c * A * f / opl)[:, None]
-        q = (q0 - f[:, None] * p) / opl[:, None]
-        DD[:, i, :n] = q
-        DL[:, i, :n] = A[:, None] * q + Bc[:, None] * p
+        """Data-side row i of every site (:func:`dmft.two_layer.flow_kernels._flow_data_row`); returns the
+        rows V(i, j) and V_perp(i, j), j <= i, per site."""
+        mdl, n = self.model, i + 1
+        V, Vp = np.zeros((self.u2.size, n)), np.zeros((self.u2.size, n))
+        S = np.ascontiguousarray(fam["par"].C[:n, :n] / self.dim)
+        _flow_data_row(i, mdl.lam, 2.0 / mdl.alpha, mdl.kappa, mdl.alpha, mdl.eps, 1.0 / self.dim, mdl.noise,
+                       self.gauss, self.label, self.u2, chol, fam["b"].Q, fam["z"].Q, fam["z"].C, S, self.Gam,
+                       self.dDelta, self.dEll, self.m, self.Delta, self.ell, V, Vp)
         return V, Vp
 
     def _averages(self, i, V, Vp, chol, avg):
@@ -215,22 +172,19 @@ class FlowProblem:
         Nz = lam * kap**2 * ((w * Dl[:, i]) @ (Dl[:, :n] * V))
         Npar = lam * kap**2 * ((wu * Dl[:, i]) @ (Dl[:, :n] * Vp))
         Nb = lam * ((w * ell[:, i]) @ ell[:, :n])
-        train_cv, L = 0.0, chol[:n, :n]
-        for node, tw in enumerate(self.twins):
-            Pn, Qn = self.cv_P[node], self.cv_Q[node]
-            Pn[i, :n] = self.dDelta[tw, i, :n] @ L
-            Qn[i, :n] = self.dEll[tw, i, :n] @ L
-            ex = self.excess[node][:n, :n]
-            dd = Pn[:n, :n] @ (Pn[i, :n] @ ex)
-            wn = self.node_weight[node]
-            train_cv += wn * dd[i]
-            Nb = Nb + lam * wn * (Qn[:n, :n] @ (Qn[i, :n] @ ex))
-            Nz = Nz + lam * kap**2 * wn * dd * V[tw]
-            Npar = Npar + lam * kap**2 * wn * self.u2[tw] * dd * Vp[tw]
+        # the twins' second-moment control variate, all nodes at once (see TwoLayerProblem._control_variate_row)
+        L, tw, wn, ex = chol[:n, :n], self.twins, self.node_weight, self.excess[:, :n, :n]
+        P, Qc = self.cv_P[:, :n, :n], self.cv_Q[:, :n, :n]
+        P[:, i, :] = self.dDelta[tw, i, :n] @ L
+        Qc[:, i, :] = self.dEll[tw, i, :n] @ L
+        dd = np.einsum("nij,nj->ni", P, np.einsum("nj,njk->nk", P[:, i, :], ex))
+        self.train_cv[i] = wn @ dd[:, i]
+        Nb = Nb + lam * (wn @ np.einsum("nij,nj->ni", Qc, np.einsum("nj,njk->nk", Qc[:, i, :], ex)))
+        Nz = Nz + lam * kap**2 * (wn @ (dd * V[tw]))
+        Npar = Npar + lam * kap**2 * ((wn * self.u2[tw]) @ (dd * Vp[tw]))
         for name, row in (("Nz", Nz), ("Npar", Npar), ("Nb", Nb)):
             avg[name][i, :n] = row
             avg[name][:n, i] = row
-        self.train_cv[i] = train_cv
 
     def _cholesky_row(self, i, L, C):
         """Row i of the causal Cholesky factor of C (pivots below cholesky_cut x the largest variance cut)."""
@@ -274,20 +228,25 @@ class FlowProblem:
         bulk, mean_norm); ``row_passes_used`` and ``row_change`` per row, and ``message`` (None, or where
         a site diverged: the rows after it are NaN)."""
         T1, B = self.T1, self.u2.size
-        self.Gam, self.dDelta, self.dEll = (np.zeros((B, T1, T1)) for _ in range(3))
-        self.m, self.Delta, self.ell = (np.zeros((B, T1)) for _ in range(3))
-        self.train_cv = np.zeros(T1)
-        self.cv_P, self.cv_Q = np.zeros((self.nodes, T1, T1)), np.zeros((self.nodes, T1, T1))
-        avg = {k: np.zeros((T1, T1)) for k in ("Rz", "Rpar", "Rb", "Nz", "Npar", "Nb")}
-        fam = {name: MultistepProcess(T1, c0) for name, c0 in _FAMILIES}
-        chol = np.zeros((T1, T1))
-        self.row_passes_used, self.row_change, self.local_error = np.zeros(T1, dtype=int), np.zeros(T1), np.zeros(T1)
+        # the arrays hold `cap` rows and double when full (an adaptive grid's length is not known ahead)
+        cap = T1 if self.grid is not None else min(T1, 64)
+        self.Gam, self.dDelta, self.dEll = (np.zeros((B, cap, cap)) for _ in range(3))
+        self.m, self.Delta, self.ell = (np.zeros((B, cap)) for _ in range(3))
+        self.train_cv = np.zeros(cap)
+        self.cv_P, self.cv_Q = np.zeros((self.nodes, cap, cap)), np.zeros((self.nodes, cap, cap))
+        avg = {k: np.zeros((cap, cap)) for k in _RESPONSES + _NOISES}
+        fam = {name: MultistepProcess(cap, c0) for name, c0 in _FAMILIES}
+        chol = np.zeros((cap, cap))
+        self.row_passes_used, self.row_change, self.local_error = np.zeros(cap, dtype=int), np.zeros(cap), np.zeros(cap)
         self.message = None
         adaptive = self.grid is None
         h = self.first if adaptive else None
         used = T1
         for i in range(T1):
             n = i + 1
+            if i == cap:
+                cap = min(2 * cap, T1)
+                chol = self._grow(cap, avg, fam, chol)
             if adaptive and i > 0:
                 if self.t[i - 1] >= self.t_max:
                     used = i
@@ -295,14 +254,20 @@ class FlowProblem:
                 t_next = self.t[i - 1] + h
                 self.t[i] = self.t_max if self.t_max - t_next < 0.3 * h else t_next
                 set_step(self.co, self.t, i, self.scheme)
-            if i > 0:  # predictor: the previous row at the same lag
-                for k in ("Rz", "Rpar", "Rb"):
+            if i > 0:  # predictor: responses at the same lag as the previous row, noise extrapolated in t
+                r = (self.t[i] - self.t[i - 1]) / (self.t[i - 1] - self.t[i - 2]) if i > 1 else 0.0
+                for k in _RESPONSES:
                     avg[k][i, 1:n] = avg[k][i - 1, :i]
                     avg[k][i, 0] = avg[k][i - 1, 0]
-                for k in ("Nz", "Npar", "Nb"):
-                    avg[k][i, :i] = avg[k][i - 1, :i]
-                    avg[k][i, i] = avg[k][i - 1, i - 1]
-                    avg[k][:i, i] = avg[k][i, :i]
+                for k in _NOISES:
+                    N = avg[k]
+                    N[i, :i] = N[i - 1, :i]
+                    N[i, i] = N[i - 1, i - 1]
+                    if i > 1:
+                        N[i, : i - 1] += r * (N[i - 1, : i - 1] - N[i - 2, : i - 1])
+                        N[i, i - 1] += r * (N[i - 1, i - 1] - N[i - 2, i - 1])
+                        N[i, i] += r * (N[i - 1, i - 1] - N[i - 2, i - 2])
+                    N[:i, i] = N[i, :i]
             # corrector: Anderson-accelerated fixed point of the row-i averages (the map: weight row,
             # Cholesky row, data row, averages)
             # Converged when neither the averages nor any site's residual Delta_i move by row_tol.
@@ -379,6 +344,20 @@ class FlowProblem:
                     pred += lj * values[j]
                 est = max(est, abs(values[3] - pred))
         return est if math.isfinite(est) else math.inf
+
+    def _grow(self, cap, avg, fam, chol):
+        """Room for ``cap`` rows in every per-row array; returns the grown Cholesky factor."""
+        for name in ("Gam", "dDelta", "dEll", "cv_P", "cv_Q"):
+            setattr(self, name, pad(getattr(self, name), cap, axes=(1, 2)))
+        for name in ("m", "Delta", "ell"):
+            setattr(self, name, pad(getattr(self, name), cap, axes=(1,)))
+        for name in ("train_cv", "row_passes_used", "row_change", "local_error"):
+            setattr(self, name, pad(getattr(self, name), cap))
+        for k in avg:
+            avg[k] = pad(avg[k], cap)
+        for proc in fam.values():
+            proc.grow(cap)
+        return pad(chol, cap)
 
     def _weight_row(self, i, fam, avg):
         fam["z"].row(i, self.co, avg["Rz"], avg["Nz"])
