@@ -31,7 +31,8 @@ def _errors(scheme, grid):
     return obs["tau"], d_train, d_test
 
 
-@pytest.mark.parametrize("scheme, bound, ratios", [("cn", 3e-4, (3.5, 3.5)), ("bdf2", 1e-3, (2.2, 3.2))])
+@pytest.mark.parametrize("scheme, bound, ratios", [("cn", 3e-4, (3.5, 3.5)),
+                                                   pytest.param("bdf2", 1e-3, (2.2, 3.2), marks=pytest.mark.slow)])
 def test_flow_converges_to_the_exact_gradient_flow_at_second_order(scheme, bound, ratios):
     # measured (tau <= 20), h = 0.2 -> 0.1: cn 7.7e-4 -> 1.9e-4 (train), 8.5e-4 -> 2.1e-4 (test), ratio 4.1;
     # bdf2 1.2e-3 -> 4.7e-4 (train, its error sits in the first steps: ratio 2.6), 3.1e-3 -> 8.2e-4 (test, 3.8).
@@ -43,7 +44,7 @@ def test_flow_converges_to_the_exact_gradient_flow_at_second_order(scheme, bound
         assert max(coarse[k]) / max(fine[k]) > r, (scheme, k, max(coarse[k]), max(fine[k]))
 
 
-@pytest.mark.parametrize("scheme", ["cn", "bdf2"])
+@pytest.mark.parametrize("scheme", [pytest.param("cn", marks=pytest.mark.slow), "bdf2"])
 def test_steps_far_beyond_the_fastest_time_scale_stay_exact(scheme):
     # steps from 0.1 growing by 5 % up to 20 (20 x the largest fit rate 2 (1 + sqrt(1/ratio))^2 = 4.1 is
     # h rate = 80; explicit Euler needs h < 0.49) reach tau = 1000 in 140 points.  Measured: largest error

@@ -64,7 +64,7 @@ def test_marchenko_pastur_quadrature_against_scipy_quad():
 
 # ----------------------------------------------------------------------------- DMFT vs closed form
 # one case in the fast subset, every case in the full suite
-@pytest.mark.parametrize("grid", sorted(GRIDS))
+@pytest.mark.parametrize("grid", [g if g == "uniform" else pytest.param(g, marks=pytest.mark.slow) for g in sorted(GRIDS)])
 @pytest.mark.parametrize("ratio,noise", [c if c == (2.0, 0.5) else pytest.param(*c, marks=pytest.mark.slow)
                                          for c in CASES])
 def test_dmft_matches_marchenko_pastur(ratio, noise, grid):

@@ -285,6 +285,7 @@ def test_two_concurrent_sweeps_compute_every_point_once(tmp_path, client):
     assert len([f for f in os.listdir(tmp_path) if f.endswith(".h5")]) == 6
 
 
+@pytest.mark.slow
 def test_a_point_held_by_another_worker_is_waited_for_not_recomputed(tmp_path, client):
     from dmft.solvers.checkpoint import write_result
     from dmft.solvers.locking import hold
