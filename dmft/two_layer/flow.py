@@ -69,7 +69,7 @@ class FlowProblem:
     Adaptive grid: steps start at ``first`` (default sqrt(tol) / 2) and follow a local error estimate, the largest difference
     over the train and test loss between row i and its quadratic extrapolation from rows i-3..i-1 (the
     same order, h^3, as the local error of "cn" and "bdf2"): the next step is h (tol / est)^(1/3) x 0.9,
-    within [h/2, growth h] and at most ``largest``; at most ``max_points`` points (the per-site state is
+    within [h/2, growth h] and at most ``largest`` (default: no limit); at most ``max_points`` points (the per-site state is
     3 x B x max_points^2 floats).  ``nodes`` Gauss-Legendre nodes of |u| on [0, u_max], ``samples``
     antithetic paths per node (even; 0: only the noise-free twins), ``seed``, ``dim`` (the spike seed
     s(0) = 1/D); each row's corrector runs at most ``row_passes`` Anderson-accelerated passes (memory
@@ -92,7 +92,7 @@ class FlowProblem:
 
     def __init__(self, model: TwoLayerModel, grid: TimeGrid | None = None, scheme: str = "bdf2", *,
                  t_max: float | None = None, tol: float = 1e-3, first: float | None = None, growth: float = 1.25,
-                 largest: float = 50.0, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
+                 largest: float | None = None, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
                  dim: int = 200, u_max: float = 4.5, row_passes: int = 30, row_tol: float = 1e-9,
                  row_floor: float = 1e-8, row_memory: int = 5, cholesky_cut: float = 1e-6):
         self.model, self.grid, self.scheme = model, grid, check_scheme(scheme)
@@ -109,7 +109,7 @@ class FlowProblem:
             # the first steps set the error floor of a second-order scheme, ~ h^2: h = sqrt(tol) / 2
             self.first = check_positive("first", 0.5 * math.sqrt(self.tol) if first is None else first,
                                         high=self.t_max)
-            self.largest = check_positive("largest", largest)
+            self.largest = self.t_max if largest is None else check_positive("largest", largest)
             if not 1.0 <= growth < 1.0 + math.sqrt(2.0):
                 raise ParameterError(f"invalid growth={growth!r}: allowed range is 1 <= growth < 1 + sqrt(2)")
             self.growth = growth

@@ -140,7 +140,11 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
             result.diagnostics.update(spread.diagnostics())
     finally:
         bar.close()
-    # the summary's time is that of every pass: the driver's, the replicas' and the data sets'
+    return _finish(result, after_driver, out)
+
+
+def _finish(result, after_driver, out):
+    """The summary's time is that of every pass (the driver's, the replicas' and the data sets'); write ``out``."""
     result.wall_time += time.perf_counter() - after_driver
     if out is not None:
         write_result(out, result, final=True)
@@ -188,10 +192,7 @@ def _solve_flow(model, opts, how, out, resume, progress):
         _warn_on_rise(result, opts)
     finally:
         bar.close()
-    result.wall_time += time.perf_counter() - after_driver
-    if out is not None:
-        write_result(out, result, final=True)
-    return result
+    return _finish(result, after_driver, out)
 
 
 def _warn_on_rise(result, opts):
