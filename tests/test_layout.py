@@ -2,7 +2,8 @@
 import subprocess
 import sys
 
-SOLVER_MODULES = ("anderson", "causal", "checkpoint", "fixed_point", "gaussian", "grid", "hdf5", "locking", "result", "state",
+SOLVER_MODULES = ("anderson", "causal", "checkpoint", "fixed_point", "gaussian", "grid", "hdf5", "locking", "multistep",
+                  "result", "state",
                   "validation", "volterra")
 
 
