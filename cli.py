@@ -497,7 +497,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, grid, rtol, nodes, samples, 
                f"{len(result.failed)} failed; index {result.index_path}")
     for p in result.points:
         d = p.get("derived") or {}
-        fmt = lambda v, none="never": none if v is None else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v, none="never": none if v is None or v != v else f"{v:.4g}"  # noqa: E731 (None, NaN: never)
         params = " ".join(f"{k}={p['parameters'][k]:g}" for k in result.index["grid"])
         line = f"  {params:32s} {p['status']:12s}"
         line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'), 'none')}"

@@ -44,6 +44,9 @@ from .readouts import population_test_loss
 from .settings import MAX_POINTS
 
 _FAMILIES = (("z", 1.0), ("par", 1.0), ("b", 0.0))
+#: the smallest relative pivot cut of C_b's causal Cholesky factor in this solver: with smaller cuts, round-off in a
+#: row's corrector passes is amplified through near-singular pivots and the rows stall (docs/theory.md, section 7)
+FLOW_CHOLESKY_CUT = 1e-6
 _RESPONSES = ("Rz", "Rpar", "Rb")
 _NOISES = ("Nz", "Npar", "Nb")
 
@@ -86,7 +89,7 @@ class FlowProblem:
         first sampling replica, for the others)."""
         problem = cls(model, grid, "bdf2", t_max=options.t_max, tol=options.rtol, max_points=MAX_POINTS,
                       nodes=options.nodes, samples=options.samples, seed=options.seed, dim=options.dim,
-                      u_max=options.u_max)
+                      u_max=options.u_max, cholesky_cut=max(options.cholesky_cut, FLOW_CHOLESKY_CUT))
         problem.options = options
         return problem
 
@@ -94,7 +97,7 @@ class FlowProblem:
                  t_max: float | None = None, tol: float = 1e-3, first: float | None = None, growth: float = 1.25,
                  largest: float | None = None, max_points: int = 600, nodes: int = 16, samples: int = 16, seed: int = 0,
                  dim: int = 200, u_max: float = 4.5, row_passes: int = 30, row_tol: float = 1e-9,
-                 row_floor: float = 1e-8, row_memory: int = 5, cholesky_cut: float = 1e-6):
+                 row_floor: float = 1e-8, row_memory: int = 5, cholesky_cut: float = FLOW_CHOLESKY_CUT):
         self.model, self.grid, self.scheme = model, grid, check_scheme(scheme)
         if grid is not None:
             self.t = np.array(grid.t)
@@ -203,6 +206,7 @@ class FlowProblem:
         from ..params import as_dict
 
         opts = as_dict(self.options) if self.options is not None else {"scheme": self.scheme}
+        opts["cholesky_cut"] = self.cholesky_cut  # the cut this solver used (at least FLOW_CHOLESKY_CUT)
         return {"model": "two-layer", **as_dict(self.model), **opts, **self.run_parameters}
 
     def sweep(self, progress=None, checkpoint=None, start=None):

@@ -63,7 +63,8 @@ class TwoLayerDMFT:
                            check=positive(40.0))
     seed: int = setting(0, "Seed of the DMFT's Monte-Carlo sampling (the answer is deterministic given it).",
                         check=integer(0, SEED_MAX))
-    cholesky_cut: float = setting(1e-10, "Relative eigenvalue cut of the path covariances' square roots.",
+    cholesky_cut: float = setting(1e-10, "Relative eigenvalue cut of the path covariances' square roots (--grid "
+                                  "adaptive uses at least 1e-6).",
                                   check=positive(1e-2), cli=False)
     control_variate: bool = setting(True, "Use the noise-free twin of each node as a control variate.",
                                     check=check_flag, cli=False)
