@@ -37,6 +37,7 @@ from dmft.solvers.grid import TimeGrid
 from dmft.solvers.multistep import (MultistepCoefficients, MultistepProcess, check_scheme, coefficients, pad,
                                     set_step)
 from dmft.solvers.validation import ParameterError, check_int, check_positive
+from dmft.solvers.volterra import cholesky_extend
 
 from ..params import DIVERGENCE_BOUND, TwoLayerModel, diverged
 from .flow_kernels import _flow_data_row
@@ -192,15 +193,8 @@ class FlowProblem:
     def _cholesky_row(self, i, L, C):
         """Row i of the causal Cholesky factor of C (pivots below cholesky_cut x the largest variance cut)."""
         n = i + 1
-        cut = self.cholesky_cut * max(float(np.max(np.diag(C)[:n])), 0.0)
-        for j in range(n):
-            s = C[i, j] - L[i, :j] @ L[j, :j]
-            if j < i:
-                L[i, j] = s / L[j, j] if L[j, j] > 0 else 0.0
-            else:
-                L[i, i] = math.sqrt(s) if s > cut else 0.0
+        cholesky_extend(L[:n, :n], C[:n, :n], i, self.cholesky_cut * max(float(np.max(np.diag(C)[:n])), 0.0))
 
-    # ---------------------------------------------------------------- the pass
     # ---------------------------------------------------------------- as a causal problem (dmft.solvers.causal)
     def parameters(self) -> dict:
         from ..params import as_dict
