@@ -1,4 +1,4 @@
-r"""The two-layer DMFT of gradient flow on a non-uniform time grid (NumPy).
+r"""The two-layer DMFT of gradient flow on a non-uniform time grid (``dmft solve --grid adaptive``).
 
 The DMFT here is the exact D -> inf limit of an implicit linear multistep scheme (``"be"``, ``"cn"``
 or ``"bdf2"``, :mod:`dmft.solvers.multistep`) applied to the networks' gradient flow on the grid
@@ -13,9 +13,10 @@ h R(t_i, t_j); the diagonal j = i is included, so each row is implicit:
   and gg_i = 1 / (1 - lambda kappa Q_z(i, i) Delta_i), V(i, i) = gg_i^2 v0_i, and Delta_i from
   Delta = u^2/2 + sigma n - alpha (m + eps m^2/2) - a (V(i, i) - 1 - u^2/D) by a scalar Newton solve;
   the tangent row d(m, Delta, ell_b)(i, :) / d xi_b is a closed-form 2 x 2 solve;
-* the two are coupled through the row-i averages: a predictor (the previous row at the same lag) and
-  corrector passes (weight row, Cholesky row of C_b, data row, averages) until the largest change of
-  Delta_i, Rhat_b(i, .), N_b(i, .) and Rhat_z(i, .) is below ``row_tol``.
+* the two are coupled through the row-i averages: a predictor (responses at the previous row's lags,
+  noise covariances extrapolated in t) and Anderson-accelerated corrector passes (weight row,
+  Cholesky row of C_b, data row, averages) until neither the averages nor any site's Delta_i move by
+  ``row_tol``.
 
 Sampling as in :class:`TwoLayerProblem` (Gauss-Legendre nodes of |u|, antithetic paths of xi_b, a
 noise-free twin per node as control variate); ``samples=0`` keeps only the twins, whose linearised
@@ -23,8 +24,10 @@ sites are exact at eps = 0.  At eps = 0 the train and test loss are those of lin
 (:mod:`dmft.marchenko_pastur`, labels u^2/2 acting as noise of variance E[u^4]/4 over the quadrature):
 measured at alpha 1, ratio 5.5, tau <= 20, the largest errors are 2.3e-3 / 7.7e-4 / 1.9e-4 / 4.7e-5
 (train, "cn", h = 0.4 / 0.2 / 0.1 / 0.05: second order) and on graded grids to tau = 1000 with steps up
-to 20 the error beyond tau = 50 is below 1e-10 ("bdf2" and "cn").  Cost per corrector pass is
-O(B i^2) per row (B sites); 4-15 passes per row reach ``row_tol`` = 1e-10.
+to 20 the error beyond tau = 50 is below 1e-7 ("bdf2" and "cn").  A corrector pass costs O(B i^2) for
+row i (B sites; the data side is the Numba kernel :func:`dmft.two_layer.flow_kernels._flow_data_row`);
+about 10 passes per row reach ``row_tol`` = 1e-9.  c1 (alpha 1, eps 0.02, ratio 5.5) to tau = 120: 72
+points; alpha 8, eps 0.05 to tau = 12000: 95 points.
 """
 from __future__ import annotations
 
