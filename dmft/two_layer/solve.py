@@ -32,8 +32,11 @@ def solve(alpha, ratio, **options):
 
     Parameters carry their paper names (alpha, ratio = P/D, eps, noise = label-noise std);
     ``dim`` is D, which only seeds the teacher spike s(0) = 1/D; time is tau = eta t / D on a
-    uniform grid of step ``dt`` up to ``t_max``.  ``samples`` antithetic readout-mean noise
-    paths per teacher-field node (``nodes`` Gauss-Legendre nodes of |u| <= ``u_max``).
+    uniform grid of step ``dt`` up to ``t_max`` (gradient descent with eta = dt D).  ``grid="adaptive"``
+    solves gradient flow instead, on a grid whose steps follow ``rtol`` (:mod:`dmft.two_layer.flow`;
+    the first sampling replica chooses the grid; D -> inf only, no ``datasets``, ``method="iterate"``,
+    checkpoints or resume).  ``samples`` antithetic readout-mean noise paths per teacher-field node
+    (``nodes`` Gauss-Legendre nodes of |u| <= ``u_max``).
 
     method="sweep" (default): one causal pass (exact given the samples), followed by one
     application of the fixed-point map to its kernels (``confirm``), whose residual is
