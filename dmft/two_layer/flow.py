@@ -237,6 +237,7 @@ class FlowProblem:
         self.cv_P, self.cv_Q = np.zeros((self.nodes, cap, cap)), np.zeros((self.nodes, cap, cap))
         avg = {k: np.zeros((cap, cap)) for k in _RESPONSES + _NOISES}
         fam = {name: MultistepProcess(cap, c0) for name, c0 in _FAMILIES}
+        self.processes = fam  # grown in place by _grow
         chol = np.zeros((cap, cap))
         self.row_passes_used, self.row_change, self.local_error = np.zeros(cap, dtype=int), np.zeros(cap), np.zeros(cap)
         self.message = None
@@ -303,7 +304,6 @@ class FlowProblem:
                     self.Delta[:, i:] = np.nan
                     used = i + 1
                     break
-            self.processes = fam
             if progress is not None:
                 progress(i)
             if adaptive and i >= 3:
@@ -316,7 +316,6 @@ class FlowProblem:
                 self.message = (f"the adaptive grid reached max_points = {T1} at tau = {self.t[T1 - 1]:.4g} < t_max = "
                                 f"{self.t_max:g}: raise tol or max_points")
         self.T_used = used
-        self.processes = fam
         return self._observables()
 
     def _row_losses(self, rows):
