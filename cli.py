@@ -142,6 +142,7 @@ from dmft.params import LinearGrid, SimulationSettings, TwoLayerModel  # noqa: E
 from dmft.solvers.settings import click_options, defaults, fields, help_text  # noqa: E402
 from dmft.solvers.state import FixedPointOptions  # noqa: E402
 from dmft.two_layer.settings import TwoLayerDMFT, TwoLayerSolve  # noqa: E402
+from dmft.target import DEFAULT_TARGET, check_target, format_target  # noqa: E402
 
 
 
@@ -288,7 +289,9 @@ def _curve_table(result, rows=10):
                         if len(done) else ""))
     if "dropped_u_mass" in diag:
         lines.append(f"  teacher-field quadrature covers |u| <= u_max; Gaussian mass beyond: "
-                     f"{float(np.asarray(diag['dropped_u_mass'])):.2g}")
+                     f"{float(np.asarray(diag['dropped_u_mass'])):.2g}"
+                     + (f", target moment E[g²] beyond: {float(np.asarray(diag['dropped_target_moment'])):.2g}"
+                        if "dropped_target_moment" in diag else ""))
     return "\n".join(lines)
 
 
@@ -432,9 +435,24 @@ def _list_option(name, **kw):
     """A comma-separated list of values of the model field ``name`` (each checked like the field)."""
     spec = fields(TwoLayerModel)[name][1]
     default = defaults(TwoLayerModel).get(name)
-    return click.option(f"--{name}", callback=_float_list, metavar="LIST", show_default=default is not None,
-                        default=None if default is None else f"{default:g}",
+    return click.option("--" + name.replace("_", "-"), name, callback=_float_list, metavar="LIST",
+                        show_default=default is not None, default=None if default is None else f"{default:g}",
                         help=help_text(name, spec) + " Comma-separated; several values make it a swept axis.", **kw)
+
+
+def _text(value) -> str:
+    """A swept value as the command line writes it (a target as c0,c1,...)."""
+    return format_target(value) if isinstance(value, (list, tuple)) else f"{value:g}"
+
+
+def _target_list(ctx, param, value):
+    parts = [part for part in str(value).split(";") if part.strip()]
+    if not parts:
+        raise click.BadParameter("an empty list; give e.g. 0.5,0,0.5 or 0.5,0,0.5;0.5,0.3,0.5")
+    try:
+        return [check_target("target", part) for part in parts]
+    except ParameterError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 @main.command()
@@ -442,6 +460,10 @@ def _list_option(name, **kw):
 @_list_option("ratio", required=True)
 @_list_option("eps")
 @_list_option("noise")
+@_list_option("weight_decay")
+@click.option("--target", callback=_target_list, metavar="C0,C1,...[;...]", default=format_target(DEFAULT_TARGET),
+              show_default=True, help=help_text("target", fields(TwoLayerModel)["target"][1])
+              + " Several targets separated by ';' make it a swept axis.")
 @click_options(TwoLayerDMFT, TwoLayerSolve, only=("dim", "t_max", "dt", "grid", "rtol", "nodes", "samples", "seed",
                                                   "replicas", "mc_tol"))
 @click.option("--sim-seeds", type=int, default=0, show_default=True,
@@ -463,9 +485,9 @@ def _list_option(name, **kw):
                    "Range: integer 1 <= workers <= 256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def sweep(alpha, ratio, eps, noise, dim, t_max, dt, grid, rtol, nodes, samples, seed, replicas, mc_tol, sim_seeds,
+def sweep(alpha, ratio, eps, noise, weight_decay, target, dim, t_max, dt, grid, rtol, nodes, samples, seed, replicas, mc_tol, sim_seeds,
           sim_dim, sim_width, fraction, outdir, scheduler, workers, quiet):
-    """Solve the DMFT on the grid alpha x ratio (x eps x noise) in parallel on Dask: one task and
+    """Solve the DMFT on the grid alpha x ratio (x eps x noise x weight decay x target) in parallel on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
     OUTDIR are skipped; the index keeps the points of earlier sweeps of OUTDIR; a point that a
@@ -485,7 +507,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, grid, rtol, nodes, samples, 
     space = {"alpha": alpha, "ratio": ratio}
     fixed = dict(dim=dim, t_max=t_max, dt=dt, grid=grid, rtol=rtol, nodes=nodes, samples=samples, seed=seed,
                  replicas=replicas, mc_tol=mc_tol)
-    for name, values in (("eps", eps), ("noise", noise)):
+    for name, values in (("eps", eps), ("noise", noise), ("weight_decay", weight_decay), ("target", target)):
         if len(values) > 1:
             space[name] = values
         else:
@@ -498,7 +520,7 @@ def sweep(alpha, ratio, eps, noise, dim, t_max, dt, grid, rtol, nodes, samples, 
     for p in result.points:
         d = p.get("derived") or {}
         fmt = lambda v, none="never": none if v is None or v != v else f"{v:.4g}"  # noqa: E731 (None, NaN: never)
-        params = " ".join(f"{k}={p['parameters'][k]:g}" for k in result.index["grid"])
+        params = " ".join(f"{k}={_text(p['parameters'][k])}" for k in result.index["grid"])
         line = f"  {params:32s} {p['status']:12s}"
         line += (f" t_train={fmt(d.get('t_train'))} t_test={fmt(d.get('t_test'))} delay={fmt(d.get('delay'), 'none')}"
                  if d else f" {p.get('error')}")

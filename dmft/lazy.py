@@ -27,12 +27,15 @@ matrix K = U diag(k) U^T (P x P):
   not contribute to f anywhere, since then sum_nu v_nu (x.x_nu)(1 + eps^2 x.x_nu) = 0 for all x).
 
 The predictor is quadratic in x:  f(x) = g.x + x^T Q x  with  g = X^T c,  Q = eps^2 X^T diag(c) X,
-so the population test loss against the clean target y*(x) = (beta.x)^2/2 is exact
-(:func:`quadratic_population_loss`), and costs O(P^2) per time through the Gram matrix G = X X^T:
+so the population test loss against the clean target g(u) = sum_k c_k He_k(u), u = beta.x, is exact: the
+target's degree <= 2 part is x^T (c_2 beta beta^T) x + c_1 beta.x + (c_0 - c_2), the rest adds
+sum_{k>=3} k! c_k^2 (:mod:`dmft.target`), and with s = c_0 - c_2 the loss
+(Tr B/D)^2 + 2 ||B||_F^2/D^2 + |g'|^2/D + 2 s Tr B/D + s^2 (:func:`quadratic_population_loss`) costs O(P^2)
+per time through the Gram matrix G = X X^T:
 
-    Tr B = |beta|^2/2 - eps^2 sum_nu c_nu |x_nu|^2,
-    ||B||_F^2 = |beta|^4/4 - eps^2 sum_nu c_nu (beta.x_nu)^2 + eps^4 c^T (G o G) c,
-    |g|^2 = c^T G c,                                              (B = beta beta^T / 2 - Q).
+    Tr B = c_2 |beta|^2 - eps^2 sum_nu c_nu |x_nu|^2,
+    ||B||_F^2 = c_2^2 |beta|^4 - 2 c_2 eps^2 sum_nu c_nu (beta.x_nu)^2 + eps^4 c^T (G o G) c,
+    |g'|^2 = c^T G c - 2 c_1 c^T X beta + c_1^2 |beta|^2,     (B = c_2 beta beta^T - Q, g' = X^T c - c_1 beta).
 
 The train loss (1/P)|Delta|^2 uses the labels given (noisy ones included); the test loss is against
 the clean target (no noise floor).
@@ -45,6 +48,7 @@ import numpy as np
 import scipy.linalg
 
 from .params import check_nonnegative, check_positive, require
+from .target import DEFAULT_TARGET, check_target, irreducible_loss, low_degree
 
 __all__ = ["quadratic_population_loss", "ntk_kernel", "kernel_flow", "KernelFlowResult"]
 
@@ -111,7 +115,7 @@ def _validate_tau(tau, dt):
     return tau, steps
 
 
-def kernel_flow(X, y, eps, tau, alpha=None, *, beta=None, dt=None) -> KernelFlowResult:
+def kernel_flow(X, y, eps, tau, alpha=None, *, beta=None, dt=None, target=DEFAULT_TARGET) -> KernelFlowResult:
     """Lazy (alpha -> inf) reference: NTK kernel gradient flow d f/d tau = 2 (D/P) K Delta, f(0) = 0.
 
     Parameters
@@ -122,7 +126,9 @@ def kernel_flow(X, y, eps, tau, alpha=None, *, beta=None, dt=None) -> KernelFlow
     tau : times (tau = eta t / D) at which to evaluate.
     alpha : accepted for symmetry with :func:`dmft.simulator.simulate` and validated (> 0) if given;
         the lazy flow in these units does not depend on alpha (lr ~ 1/alpha^2 cancels the NTK's alpha^2).
-    beta : (D,) teacher vector; if given, the exact population test loss against (beta.x)^2/2 is computed.
+    beta : (D,) teacher vector (|beta|^2 = D); if given, the exact population test loss against the clean
+        target g(beta.x) is computed.
+    target : Hermite coefficients (c_0, ..., c_K) of g (:mod:`dmft.target`; default u^2/2).
     dt : if given, the forward-Euler map with step h = dt in tau (eta = h D) instead of the flow:
         eigenvalue factors (1 - 2 h lambda k)^n instead of exp(-2 lambda k tau); every tau must be a
         multiple of dt.  This is what a full-batch simulation with the same step converges to as alpha -> inf.
@@ -141,6 +147,7 @@ def kernel_flow(X, y, eps, tau, alpha=None, *, beta=None, dt=None) -> KernelFlow
     if dt is not None:
         dt = check_positive("dt", dt)
     tau, steps = _validate_tau(tau, dt)
+    target = check_target("target", target)
     if beta is not None:
         beta = np.asarray(beta, dtype=float)
         require(beta.shape == (D,) and np.all(np.isfinite(beta)), "beta", f"array of shape {beta.shape}",
@@ -187,13 +194,17 @@ def kernel_flow(X, y, eps, tau, alpha=None, *, beta=None, dt=None) -> KernelFlow
         sq = np.einsum("ij,ij->i", X, X)
         GG = G * G
         bb = float(beta @ beta)
+        c0, c1, c2 = low_degree(target)
+        shift = c0 - c2  # the constant of c_2 He_2(u) + c_0 = c_2 u^2 + c_0 - c_2
+        floor = irreducible_loss(target)
         test_loss = np.empty(T)
         for j in range(T):
             c = coefficients[j]
-            trB = 0.5 * bb - eps**2 * float(c @ sq)
-            frob = 0.25 * bb * bb - eps**2 * float(c @ (u * u)) + eps**4 * float(c @ (GG @ c))
-            g2 = float(c @ (G @ c))
-            test_loss[j] = (trB / D) ** 2 + 2.0 * frob / D**2 + g2 / D
+            trB = c2 * bb - eps**2 * float(c @ sq)
+            frob = c2 * c2 * bb * bb - 2.0 * c2 * eps**2 * float(c @ (u * u)) + eps**4 * float(c @ (GG @ c))
+            g2 = float(c @ (G @ c)) - 2.0 * c1 * float(c @ u) + c1 * c1 * bb
+            test_loss[j] = ((trB / D) ** 2 + 2.0 * frob / D**2 + g2 / D + 2.0 * shift * trB / D + shift * shift
+                            + floor)
     return KernelFlowResult(tau=tau, train_loss=train_loss, test_loss=test_loss, coefficients=coefficients,
                             residual=residual, X=X, eps=eps, dt=dt)
 

@@ -38,7 +38,7 @@ from scipy.special import roots_legendre
 
 from .params import LinearModel
 
-__all__ = ["losses", "response", "spectrum_nodes"]
+__all__ = ["losses", "filtered_losses", "response", "spectrum_nodes"]
 
 
 def spectrum_nodes(ratio: float, tau_max: float = 0.0, n: int | None = None):
@@ -85,6 +85,36 @@ def losses(ratio: float, noise: float, tau) -> tuple[np.ndarray, np.ndarray]:
         test[lo : lo + 256] = atom + bulk_e4 + lam * sig2 * ((one_minus**2 / s) @ m) + sig2
         train[lo : lo + 256] = (e4 * s) @ m + sig2 * (1.0 - min(1.0, lam) + lam * bulk_e4)
     return train.reshape(shape), test.reshape(shape)
+
+
+def filtered_losses(ratio: float, signal: float, noise: float, tau, dt: float | None = None,
+                    weight_decay: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, error) of linear regression y = signal beta.x + noise xi from w(0) = 0, by gradient flow (``dt``
+    None) or gradient descent with steps ``dt`` in tau, with weight decay omega (dw/dtau = -omega w - grad).
+
+    Each eigenmode s of S learns the filtered fraction E(s) = 2 s / (2 s + omega) (1 - d(s)) of its least-squares
+    solution, d = e^{-(2 s + omega) tau} or (1 - dt (2 s + omega))^(tau/dt), so that
+
+        error = |w - signal beta|^2 / D = signal^2 int dmu (1 - E)^2 + lambda noise^2 int_{s>0} dmu E^2 / s,
+        train = signal^2 int dmu s (1 - E)^2 + noise^2 [1 - min(1, lambda) + lambda int_{s>0} dmu (1 - E)^2]
+
+    (the atom at s = 0 has E = 0).  At omega = 0 and dt = None these are :func:`losses` (error = test - noise^2)."""
+    lam = 1.0 / LinearModel(ratio=ratio).ratio
+    tau = np.asarray(tau, dtype=np.float64)
+    shape = tau.shape
+    tau = tau.ravel()
+    s, m, atom = spectrum_nodes(ratio, float(np.max(tau, initial=0.0)))
+    rate = 2.0 * s + weight_decay
+    tt = tau[:, None]
+    if dt is None:
+        left = np.exp(-rate * tt)
+    else:
+        left = (1.0 - dt * rate) ** np.rint(tt / dt)
+    E = 2.0 * s / rate * (1.0 - left)
+    bias = (1.0 - E) ** 2
+    error = signal**2 * (atom + bias @ m) + lam * noise**2 * ((E * E / s) @ m)
+    train = signal**2 * ((bias * s) @ m) + noise**2 * (1.0 - min(1.0, lam) + lam * (bias @ m))
+    return train.reshape(shape), error.reshape(shape)
 
 
 def response(ratio: float, tau) -> np.ndarray:

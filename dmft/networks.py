@@ -4,14 +4,17 @@ Model (conventions of :mod:`dmft.params`)
 -----------------------------------------
 * inputs x ~ N(0, I_D / D); P = round(ratio * D) training points;
 * teacher beta ~ N(0, I_D) rescaled to |beta|^2 = D exactly (this removes a trivial O(D^-1/2)
-  fluctuation of the target scale), labels y = (beta.x)^2 / 2 + noise * xi, xi ~ N(0, 1);
+  fluctuation of the target scale, and makes u = beta.x exactly N(0, 1)), labels y = g(u) + noise * xi,
+  xi ~ N(0, 1), g = sum_k c_k He_k the model's ``target`` (:mod:`dmft.target`; default u^2/2);
 * student f(x) = alpha (1/N) sum_i [phi(w_i.x) - phi(w_i(0).x)], phi(h) = h + (eps/2) h^2,
   w_i(0) ~ N(0, I_D) (centered: f = 0 at t = 0);
 * loss L = (1/P) sum_mu Delta_mu^2, Delta = y - f; gradient descent with lr = eta N / alpha^2:
 
       w_i <- w_i + (2 eta / (alpha P)) sum_mu Delta_mu (1 + eps w_i.x_mu) x_mu,
 
-  time tau = eta t / D; a step of h = ``dt`` in tau is eta = h D.
+  time tau = eta t / D; a step of h = ``dt`` in tau is eta = h D.  Weight decay omega multiplies the
+  weights by (1 - h omega) at each step besides the gradient step (dW/dtau = -omega W - ...), with the
+  gradient taken at the weights before the step.
 
 Two engines
 -----------
@@ -19,8 +22,8 @@ Two engines
 * **reduced** (``width=inf``, exact infinite-width network): phi' is affine, so every neuron obeys
   the same linear update and w_i(t) = A(t) w_i(0) + b(t) with A(0) = I, b(0) = 0,
 
-      A <- A + (2 eta eps / (alpha P)) X^T diag(Delta) X A,
-      b <- b + (2 eta / (alpha P)) X^T (Delta + eps Delta * (X b)),
+      A <- (1 - h omega) A + (2 eta eps / (alpha P)) X^T diag(Delta) X A,
+      b <- (1 - h omega) b + (2 eta / (alpha P)) X^T (Delta + eps Delta * (X b)),
 
   and f(x) = alpha [ (A v0 + b - v0).x + (eps/2)( x^T A M0 A^T x + 2 (b.x)(x^T A v0) + (b.x)^2 - x^T M0 x ) ]
   with M0 = W0^T W0 / N, v0 = mean_i w_i(0); for N = inf, M0 = I and v0 = 0.  The same class with a
@@ -49,12 +52,14 @@ engine carries b(t) along: its recursion above is closed given the residuals Del
 step, so A w_i(0) = w_i - b exactly without ever forming A):
 
 * ``train_loss``     (1/P) sum_mu (f(x_mu) - y_mu)^2 with the noisy labels;
-* ``test_loss``      exact population loss E_x[(f(x) - (beta.x)^2/2)^2] against the *clean* target
-                     (f is quadratic in x; see :func:`dmft.lazy.quadratic_population_loss`);
+* ``test_loss``      exact population loss E_x[(f(x) - g(beta.x))^2] against the *clean* target: f is
+                     quadratic in x, so it is the loss against the target's degree <= 2 part
+                     (:func:`dmft.lazy.quadratic_population_loss`) plus sum_{k>=3} k! c_k^2;
 * ``spike``          (1/D) E_i[(bhat.(w_i - b))^2] = (1/D) bhat^T A M0 A^T bhat   (~ 1/D at t = 0);
 * ``bulk``           (1/D) E_i[|w_i - b|^2 - (bhat.(w_i - b))^2] = (Tr A M0 A^T - bhat^T A M0 A^T bhat) / D;
 * ``mean_norm``      |b|^2 / D;
-* ``mean_overlap``   b.bhat;
+* ``mean_overlap``   b.beta / D = b.bhat / sqrt(D): the readout mean's component along the teacher, O(1) when
+                     the target has an odd part (the DMFT's mu_b), O(D^-1/2) otherwise;
 * ``teacher_moment`` E_i[(bhat.w_i)^2] (raw second moment, not divided by D);
 * ``spike_bulk_cross`` |g|^2 / D^2 with g = P_perp A M0 A^T bhat = E_i[(A w_i(0))_perp (bhat.A w_i(0))], the
                      cross covariance between the teacher spike and the bulk directions (zero at t = 0;
@@ -80,6 +85,7 @@ import numpy as np
 
 from .lazy import quadratic_population_loss
 from .params import diverged
+from .target import DEFAULT_TARGET, evaluate, irreducible_loss, low_degree
 
 __all__ = ["Problem", "make_problem", "ExplicitNetwork", "ReducedNetwork", "OBSERVABLES", "NTK_POINTS",
            "MOMENT_ORDERS", "SEEDING", "seed_streams", "training_set_moments"]
@@ -99,8 +105,9 @@ class Problem:
 
     X: np.ndarray  # (P, D), rows ~ N(0, I/D)
     y: np.ndarray  # (P,) labels incl. noise
-    y_clean: np.ndarray  # (P,) (beta.x)^2/2
+    y_clean: np.ndarray  # (P,) g(beta.x)
     beta: np.ndarray  # (D,), |beta|^2 = D
+    target: tuple = DEFAULT_TARGET  # Hermite coefficients of g
 
     @property
     def P(self) -> int:
@@ -114,30 +121,43 @@ class Problem:
     def bhat(self) -> np.ndarray:
         return self.beta / np.linalg.norm(self.beta)
 
-    def target(self, x) -> np.ndarray:
-        """Clean target (beta.x)^2 / 2 for inputs x (M, D)."""
-        return 0.5 * (np.atleast_2d(x) @ self.beta) ** 2
+    def clean_target(self, x) -> np.ndarray:
+        """Clean target g(beta.x) for inputs x (M, D)."""
+        return evaluate(self.target, np.atleast_2d(x) @ self.beta)
+
+    def test_loss(self, S, g, alpha, eps) -> float:
+        """Exact E_x[(f(x) - g(beta.x))^2] of f(x) = alpha [g.x + (eps/2) x^T S x] (:meth:`_Network.quadratic_form`).
+
+        With u = beta.x ~ N(0, 1), the target's degree <= 2 part is c_2 x^T beta beta^T x + c_1 beta.x + c_0 - c_2
+        (He_2 = u^2 - 1); the rest is orthogonal to every quadratic, so it adds sum_{k>=3} k! c_k^2."""
+        c0, c1, c2 = low_degree(self.target)
+        beta = self.beta
+        B = c2 * np.outer(beta, beta) - 0.5 * alpha * eps * S
+        return quadratic_population_loss(B, alpha * g - c1 * beta, c0 - c2) + irreducible_loss(self.target)
 
 
-def make_problem(dim: int, n_points: int, noise: float, rng: np.random.Generator) -> Problem:
-    """Draw beta (rescaled to |beta|^2 = D), then X (P x D, entries N(0, 1/D)), then xi; y = (beta.x)^2/2 + noise xi."""
+def make_problem(dim: int, n_points: int, noise: float, rng: np.random.Generator,
+                 target: tuple = DEFAULT_TARGET) -> Problem:
+    """Draw beta (rescaled to |beta|^2 = D), then X (P x D, entries N(0, 1/D)), then xi; y = g(beta.x) + noise xi."""
     beta = rng.standard_normal(dim)
     beta *= math.sqrt(dim) / np.linalg.norm(beta)
     X = rng.standard_normal((n_points, dim)) / math.sqrt(dim)
     xi = rng.standard_normal(n_points)
-    y_clean = 0.5 * (X @ beta) ** 2
-    return Problem(X=X, y=y_clean + noise * xi, y_clean=y_clean, beta=beta)
+    y_clean = evaluate(target, X @ beta)
+    return Problem(X=X, y=y_clean + noise * xi, y_clean=y_clean, beta=beta, target=tuple(target))
 
 
 # ------------------------------------------------------------------------- networks
 class _Network:
     """Common interface: ``step(rows)``, ``train_loss()``, ``predict(x)``, ``test_loss()``, ``observables()``."""
 
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, ntk_points: int = NTK_POINTS):
+    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, ntk_points: int = NTK_POINTS,
+                 weight_decay: float = 0.0):
         self.problem = problem
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.eta = float(eta)
+        self.weight_decay = float(weight_decay)
         self.lr_factor = 2.0 * self.eta / (self.alpha * problem.P)  # 2 eta / (alpha P)
         self.ntk_points = min(problem.P, int(ntk_points))
         self.b = np.zeros(problem.D)
@@ -165,16 +185,22 @@ class _Network:
         d = self.residual()
         return float(d @ d) / self.problem.P
 
-    def step(self, rows=None) -> bool:
-        """One (S)GD step on the rows ``rows`` (None: all, full batch).  Returns False, without stepping,
-        if a residual on the rows is non-finite or at least :data:`dmft.params.DIVERGENCE_BOUND`."""
+    def step(self, rows=None, tau_step=None) -> bool:
+        """One (S)GD step on the rows ``rows`` (None: all, full batch), advancing tau by ``tau_step``
+        (default eta / D; weight decay multiplies the weights by 1 - tau_step * omega).  Returns False,
+        without stepping, if a residual on the rows is non-finite or at least :data:`dmft.params.DIVERGENCE_BOUND`."""
         X, y = self._rows(rows)
         f, aux = self._full_fields() if rows is None else self._fields(rows)
         delta = y - f
         if diverged(delta):  # the bound of the DMFT sweep's residuals (dmft.params.DIVERGENCE_BOUND)
             return False
         m = X @ self.b
-        self._update(X, delta, aux)
+        decay = 1.0
+        if self.weight_decay > 0.0:
+            decay = 1.0 - (self.eta / self.problem.D if tau_step is None else tau_step) * self.weight_decay
+        self._update(X, delta, aux, decay)
+        if decay != 1.0:
+            self.b *= decay
         self.b += self.lr_factor * (X.T @ (delta * (1.0 + self.eps * m)))
         self._full = None
         return True
@@ -190,9 +216,7 @@ class _Network:
 
     def test_loss(self) -> float:
         S, g = self.quadratic_form()
-        beta = self.problem.beta
-        B = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
-        return quadratic_population_loss(B, self.alpha * g)
+        return self.problem.test_loss(S, g, self.alpha, self.eps)
 
     def _alignment(self, kernel_over_gram: np.ndarray) -> float:
         n = self.ntk_points
@@ -213,8 +237,9 @@ class ReducedNetwork(_Network):
     """w_i = A w_i(0) + b.  ``W0=None``: exact infinite-width network (M0 = I, v0 = 0); else the
     finite-N network with these initial weights (N x D), through M0 = W0^T W0/N and v0 = mean w_i(0)."""
 
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0=None, ntk_points: int = NTK_POINTS):
-        super().__init__(problem, alpha, eps, eta, ntk_points)
+    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0=None, ntk_points: int = NTK_POINTS,
+                 weight_decay: float = 0.0):
+        super().__init__(problem, alpha, eps, eta, ntk_points, weight_decay)
         D = problem.D
         self.A = np.eye(D)
         X = problem.X
@@ -248,7 +273,9 @@ class ReducedNetwork(_Network):
             f = self.alpha * (p + m - xv0 + 0.5 * self.eps * (quad + 2.0 * m * p + m * m - q0))
         return f, XA
 
-    def _update(self, X, delta, XA):
+    def _update(self, X, delta, XA, decay=1.0):
+        if decay != 1.0:
+            self.A *= decay
         self.A += (self.lr_factor * self.eps) * (X.T @ (delta[:, None] * XA))
 
     def _second_moment(self):
@@ -285,9 +312,7 @@ class ReducedNetwork(_Network):
             Av0 = A @ self.v0
             S = C + np.outer(Av0, b) + np.outer(b, Av0) + np.outer(b, b) - self.M0
             g = Av0 + b - self.v0
-        beta = self.problem.beta
-        Bq = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
-        test = quadratic_population_loss(Bq, self.alpha * g)
+        test = self.problem.test_loss(S, g, self.alpha, self.eps)
         Cb_hat = C @ bhat
         sCs = float(bhat @ Cb_hat)
         cross = Cb_hat - sCs * bhat
@@ -312,7 +337,7 @@ class ReducedNetwork(_Network):
             "spike": sCs / D,
             "bulk": (float(np.trace(C)) - sCs) / D,
             "mean_norm": float(b @ b) / D,
-            "mean_overlap": bb,
+            "mean_overlap": bb / math.sqrt(D),
             "teacher_moment": teacher,
             "ntk_alignment": self._alignment(kog),
             "spike_bulk_cross": float(cross @ cross) / D**2,
@@ -326,8 +351,9 @@ class ExplicitNetwork(_Network):
     w_i - b = A w_i(0) and the order parameters are defined exactly as for the reduced engine.
     Cost per full-batch step: two GEMMs of P N D (pre-activations, weight update) plus O(P D + N D)."""
 
-    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0, ntk_points: int = NTK_POINTS):
-        super().__init__(problem, alpha, eps, eta, ntk_points)
+    def __init__(self, problem: Problem, alpha: float, eps: float, eta: float, W0, ntk_points: int = NTK_POINTS,
+                 weight_decay: float = 0.0):
+        super().__init__(problem, alpha, eps, eta, ntk_points, weight_decay)
         self.W0 = np.array(W0, dtype=float)
         self.W = self.W0.copy()
         self.N = self.W0.shape[0]
@@ -345,11 +371,13 @@ class ExplicitNetwork(_Network):
         f = self.alpha * (X @ (self.W.mean(axis=0) - self.w0_mean) + (0.5 * self.eps) * (quad - q0))
         return f, H
 
-    def _update(self, X, delta, H):
+    def _update(self, X, delta, H, decay=1.0):
         # sum_mu delta_mu (1 + eps h_i,mu) x_mu = X^T delta + eps (H^T (delta * X))_i
         dX = delta[:, None] * X
         G = (self.eps * self.lr_factor) * (H.T @ dX)
         G += self.lr_factor * (X.T @ delta)
+        if decay != 1.0:
+            self.W *= decay
         self.W += G
 
     def _quadratic_form(self):
@@ -365,8 +393,6 @@ class ExplicitNetwork(_Network):
         f, H = self._full_fields()
         delta = self.problem.y - f
         S, g = self._quadratic_form()
-        beta = self.problem.beta
-        Bq = 0.5 * np.outer(beta, beta) - 0.5 * self.alpha * self.eps * S
         Z = self.W - self.b  # = A w_i(0), rows
         zb = Z @ bhat
         spike_raw = float(zb @ zb) / N
@@ -379,11 +405,11 @@ class ExplicitNetwork(_Network):
         kog = Phi @ Phi.T / N
         return {
             "train_loss": float(delta @ delta) / P,
-            "test_loss": quadratic_population_loss(Bq, self.alpha * g),
+            "test_loss": self.problem.test_loss(S, g, self.alpha, self.eps),
             "spike": spike_raw / D,
             "bulk": (float(np.sum(Z * Z)) / N - spike_raw) / D,
             "mean_norm": float(b @ b) / D,
-            "mean_overlap": float(b @ bhat),
+            "mean_overlap": float(b @ bhat) / math.sqrt(D),
             "teacher_moment": float(wb @ wb) / N,
             "ntk_alignment": self._alignment(kog),
             "spike_bulk_cross": float(cross @ cross) / D**2,

@@ -10,7 +10,11 @@ Conventions (paper names):
 * ``alpha``  output scale of the network, alpha > 0 (small = rich, large = lazy/NTK);
 * ``ratio``  P/D, number of training points per input dimension, ratio > 0;
 * ``eps``    quadratic part of the activation phi(h) = h + (eps/2) h^2, eps >= 0;
-* ``noise``  standard deviation sigma of additive label noise, sigma >= 0;
+* ``noise``  standard deviation sigma of additive label noise on the train labels, sigma >= 0;
+* ``target`` Hermite coefficients (c_0, ..., c_K) of the teacher g(u) = sum_k c_k He_k(u), u = beta.x
+             (:mod:`dmft.target`; default (1/2, 0, 1/2), i.e. (beta.x)^2/2);
+* ``weight_decay``  omega >= 0: dW/dtau = -omega W - (gradient term); each gradient step multiplies the
+             first-layer weights by (1 - h omega) besides its gradient step;
 * ``dim``    input dimension D (the DMFT uses it only for the teacher-spike seed 1/D);
 * time       tau = eta * t / D, with t the number of full-batch gradient steps and
              learning rate lr = eta * N / alpha^2.  A step of ``dt`` in tau is eta = dt * D.
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .solvers.settings import setting, validate
+from .target import DEFAULT_TARGET, check_target, is_even
 from .solvers.validation import (
     ParameterError,
     check_choice,
@@ -56,6 +61,25 @@ __all__ = [
     "SimulationSettings",
     "LinearGrid",
 ]
+
+class SequenceParam:
+    """The click type of a sequence setting: its comma-separated text, converted by the setting's check (so the
+    command line's default and values are the same tuples as the Python API's)."""
+
+    def __new__(cls, check):
+        import click
+
+        class _Param(click.ParamType):
+            name = "list"
+
+            def convert(self, value, param, ctx):
+                try:
+                    return check(param.name if param is not None else "value", value)
+                except ParameterError as err:
+                    self.fail(str(err), param, ctx)
+
+        return _Param()
+
 
 #: largest accepted seed (numpy seeds are unbounded; files store them as 64-bit integers)
 SEED_MAX = 2**32 - 1
@@ -107,18 +131,30 @@ class TwoLayerModel:
     """The two-layer network and its teacher (shared by simulator and DMFT).
 
     f(x) = alpha * (1/N) sum_i [phi(w_i.x) - phi(w_i(0).x)],  phi(h) = h + (eps/2) h^2,
-    y(x) = (beta.x)^2 / 2 + noise * xi,  x ~ N(0, I/D),  beta ~ N(0, I),  P = ratio * D.
+    y(x) = g(beta.x) + noise * xi,  g = sum_k c_k He_k (``target``),  x ~ N(0, I/D),  beta ~ N(0, I),
+    P = ratio * D; weight decay omega (``weight_decay``): dW/dtau = -omega W - (gradient term).
     """
 
     alpha: float = setting(help="Output scale α (small = rich, large = lazy/NTK).", check=positive(1e4))
     ratio: float = setting(help="P/D, training points per input dimension.", check=positive(1e6))
     eps: float = setting(0.02, "Quadratic part ε of the activation φ(h) = h + ε h²/2 (the NTK–target "
                          "alignment).", check=nonnegative(1e3))
-    noise: float = setting(0.0, "Label-noise standard deviation σ (train labels y + σξ).",
-                           check=nonnegative(1e3))
+    noise: float = setting(0.0, "Label-noise standard deviation σ (train labels y + σξ; the test loss is against "
+                           "the clean target).", check=nonnegative(1e3))
+    target: tuple = setting(DEFAULT_TARGET, "Teacher g(u) = Σ_k c_k He_k(u), u = β·x, as Hermite coefficients "
+                            "c0,c1,...,cK (probabilists' He_k, K ≤ 6, |c_k| ≤ 100). Default 0.5,0,0.5 is (β·x)²/2; "
+                            "degrees ≥ 3 add the floor Σ_{k≥3} k! c_k² to the test loss.", check=check_target,
+                            metavar="C0,C1,...", click_type=SequenceParam(check_target))
+    weight_decay: float = setting(0.0, "Weight decay ω toward zero: dW/dτ = −ω W − (gradient term); each step of h "
+                                  "multiplies the first-layer weights by (1 − h ω).", check=nonnegative(100.0))
 
     def __post_init__(self):
         validate(self)
+
+    @property
+    def even_target(self) -> bool:
+        """True when the target is even in u (no odd Hermite coefficient)."""
+        return is_even(self.target)
 
     @property
     def lam(self) -> float:

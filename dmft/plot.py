@@ -20,7 +20,8 @@ Each panel has one quantity on its y-axis and its legend below the axes, clear o
 Every artist carries a ``gid`` ``"<role>:<i>:<observable>"`` (role ``dmft``, ``sim``, ``lazy``,
 ``band``; i the index of the file in its role) so that tests and scripts can find it.
 
-Files whose model parameters (alpha, ratio, eps, noise) or time step dt differ are refused with
+Files whose model parameters (alpha, ratio, eps, noise, target, weight decay) or time step dt differ are
+refused with
 :class:`ParameterMismatchError` naming each differing parameter and its values, unless
 ``force=True``.  The input dimension D is not checked (a DMFT at one D against simulations at
 another is a legitimate finite-size comparison); it appears in every label.
@@ -36,12 +37,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .params import ParameterError
+from .target import DEFAULT_TARGET, format_target
 
 __all__ = ["compare", "phase", "phase_grid", "PhaseGrid", "save_figure", "ParameterMismatchError", "CHECKED_PARAMETERS",
            "load_curves", "Curves", "check_compatible"]
 
 #: parameters that must agree between the files of one comparison (unless force=True)
-CHECKED_PARAMETERS = ("alpha", "ratio", "eps", "noise", "dt")
+CHECKED_PARAMETERS = ("alpha", "ratio", "eps", "noise", "target", "weight_decay", "dt")
+#: the value a file without the parameter was computed with
+_IMPLIED = {"target": DEFAULT_TARGET, "weight_decay": 0.0}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINESTYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 _N_MARKERS = 40
@@ -152,6 +156,8 @@ def load_curves(source: Any, control_variate: bool = True) -> Curves:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-15)
     return a == b
@@ -161,7 +167,7 @@ def _differing(records: Sequence[Curves], keys: Iterable[str] = CHECKED_PARAMETE
     """parameter -> [value in each record] for the checked parameters that are not all equal."""
     out = {}
     for key in keys:
-        values = [r.parameters.get(key) for r in records]
+        values = [r.parameters.get(key, _IMPLIED.get(key)) for r in records]
         if all(v is None for v in values):
             continue
         if any(v is None for v in values) or not all(_same(values[0], v) for v in values[1:]):
@@ -183,16 +189,21 @@ def check_compatible(records: Sequence[Curves]) -> None:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return format_target(v)
     if isinstance(v, float):
         return "inf" if math.isinf(v) else f"{v:g}"
     return str(v)
 
 
-_SYMBOL = {"alpha": "α", "ratio": "P/D", "eps": "ε", "noise": "σ", "dt": "h", "dim": "D", "t_max": "τ_max"}
+_SYMBOL = {"alpha": "α", "ratio": "P/D", "eps": "ε", "noise": "σ", "dt": "h", "dim": "D", "t_max": "τ_max",
+           "target": "g", "weight_decay": "ω"}
 
 
 def _param_text(params: Mapping, keys: Iterable[str]) -> str:
-    return ", ".join(f"{_SYMBOL.get(k, k)}={_fmt(params[k])}" for k in keys if params.get(k) is not None)
+    """The parameters as a label; the target and the weight decay only where they differ from the default."""
+    return ", ".join(f"{_SYMBOL.get(k, k)}={_fmt(params[k])}" for k in keys if params.get(k) is not None
+                     and not (k in _IMPLIED and _same(params[k], _IMPLIED[k])))
 
 
 def _label(rec: Curves, extra_keys: Sequence[str]) -> str:

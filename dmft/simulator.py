@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .lazy import kernel_flow
+from .target import DEFAULT_TARGET
 from .networks import (
     MOMENT_ORDERS,
     NTK_POINTS,
@@ -131,10 +132,11 @@ def _python_scalar(value):
 
 
 def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records, record_tau,
-              lazy_reference) -> _Setup:
-    alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records = (
-        _python_scalar(v) for v in (alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records))
-    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise)
+              lazy_reference, target=DEFAULT_TARGET, weight_decay=0.0) -> _Setup:
+    alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records, weight_decay = (
+        _python_scalar(v) for v in (alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records,
+                                    weight_decay))
+    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise, target=target, weight_decay=weight_decay)
     # the ranges, before any compute; the values below are the normalised ones
     opts = SimulationSettings(dim=dim, width=width, dt=dt, eta=eta, t_max=t_max, batch=batch, seeds=seeds,
                               seed=seed, n_records=n_records, lazy_reference=lazy_reference)
@@ -149,6 +151,11 @@ def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds
         eta = h * D
     batch = None if opts.batch is None else check_int("batch", opts.batch, 1, P)
     tau_step = h if batch is None or batch == P else h * batch / P
+    require(not (lazy_reference and model.weight_decay > 0), "lazy_reference", lazy_reference,
+            "False with weight_decay > 0 (the lazy reference is kernel gradient flow without weight decay)")
+    require(tau_step * model.weight_decay < 1.0, "weight_decay", model.weight_decay,
+            f"0 <= weight_decay < 1/(tau per step) = {1.0 / tau_step:.4g} (each step multiplies the weights by "
+            "1 - tau_step * weight_decay, which must stay positive)")
     n_steps = max(1, int(round(t_max / tau_step)))
     require(n_steps <= MAX_STEPS, "t_max", t_max,
             f"at most {MAX_STEPS} steps of tau {tau_step:g} (raise dt/eta or lower t_max)")
@@ -181,12 +188,12 @@ def build_network(setup: _Setup, seed: int):
     """(problem, network, batch_rng) of run ``seed`` (an absolute seed, i.e. seed + k)."""
     rng_data, rng_w, rng_b = seed_streams(seed)
     m = setup.model
-    problem = make_problem(setup.D, setup.P, m.noise, rng_data)
+    problem = make_problem(setup.D, setup.P, m.noise, rng_data, m.target)
     if setup.N == math.inf:
-        net = ReducedNetwork(problem, m.alpha, m.eps, setup.eta)
+        net = ReducedNetwork(problem, m.alpha, m.eps, setup.eta, weight_decay=m.weight_decay)
     else:
         W0 = rng_w.standard_normal((setup.N, setup.D))
-        net = ExplicitNetwork(problem, m.alpha, m.eps, setup.eta, W0)
+        net = ExplicitNetwork(problem, m.alpha, m.eps, setup.eta, W0, weight_decay=m.weight_decay)
     return problem, net, rng_b
 
 
@@ -215,7 +222,7 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
                 rows = None  # B = P: the whole training set in natural order, i.e. exactly full batch
             else:
                 rows = np.sort(rng_b.choice(P, size=B, replace=False))
-            if not net.step(rows):
+            if not net.step(rows, setup.tau_step):
                 diverged_at = n
                 break
             if bar is not None:
@@ -225,12 +232,14 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
 
 def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None, eta=None, t_max=12.0,
              batch=None, seeds=1, seed=0, n_records=200, record_tau=None, lazy_reference=False,
-             progress=False) -> SimulationResult:
+             progress=False, target=DEFAULT_TARGET, weight_decay=0.0) -> SimulationResult:
     """Train ``seeds`` independent networks (each on its own data set) and record the observables.
 
     Parameters (see the module docstring for the model and every convention)
     ----------
-    alpha, ratio, eps, noise : model (:class:`dmft.params.TwoLayerModel`).
+    alpha, ratio, eps, noise, target, weight_decay : model (:class:`dmft.params.TwoLayerModel`): the teacher's
+        Hermite coefficients (c_0, ..., c_K) and the weight decay omega (each step multiplies the weights by
+        1 - omega * (tau per step)).
     dim : input dimension D.   width : hidden units N (int) or ``math.inf`` (exact reduction).
     dt, eta : exactly one (default dt = 0.2): tau per full-batch step h, or eta = h D.
     t_max : final tau.   batch : minibatch size B (None = full batch), tau advances h B/P per step.
@@ -243,7 +252,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     progress : tqdm progress bar over steps.
     """
     setup = _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records,
-                      record_tau, lazy_reference)
+                      record_tau, lazy_reference, target, weight_decay)
     tau = setup.record_steps * setup.tau_step
     from tqdm.auto import tqdm
 
@@ -268,7 +277,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
                               RuntimeWarning, stacklevel=2)
             if lazy_reference:
                 kf = kernel_flow(problem.X, problem.y, setup.model.eps, tau, beta=problem.beta,
-                                 dt=setup.h if setup.batch is None else None)
+                                 dt=setup.h if setup.batch is None else None, target=problem.target)
                 lazy_train.append(kf.train_loss)
                 lazy_test.append(kf.test_loss)
     wall = time.perf_counter() - t0
@@ -305,7 +314,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
         "ntk_points": min(setup.P, NTK_POINTS),
         "sgd_convention": SGD_CONVENTION,
         "seeding": SEEDING,
-        "test_loss_target": "clean (beta.x)^2/2, exact population average",
+        "test_loss_target": "clean g(beta.x), exact population average",
     }
     info = {"wall_time_s": wall}
     return SimulationResult(parameters=parameters, tau=tau, observables=observables, std=std, per_seed=per_seed,

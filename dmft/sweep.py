@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .params import ParameterError, SimulationSettings
+from .params import ParameterError, SimulationSettings, TwoLayerModel
 from .solvers import settings
 from .two_layer.settings import SOLVE_SETTINGS
 
@@ -72,6 +72,8 @@ SOLVE_KEYS = tuple(dict.fromkeys(name for cls in SOLVE_SETTINGS for name in sett
 #: keyword arguments of :func:`dmft.simulate` that ``simulate=`` may set (the model, dt and t_max
 #: are the point's)
 SIMULATE_KEYS = tuple(k for k in settings.fields(SimulationSettings) if k not in ("dt", "eta", "t_max"))
+#: the model parameters a point passes to :func:`dmft.simulate`
+MODEL_KEYS = tuple(settings.fields(TwoLayerModel))
 
 
 @dataclasses.dataclass
@@ -111,6 +113,8 @@ def _canonical(value: Any) -> Any:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list):  # a sequence parameter (a target): its values joined by commas
+        return ",".join(_short(v) for v in value)
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -162,7 +166,7 @@ def run_point(params: dict, path: str | None, sim_kwargs: dict | None, sim_path:
             else:
                 from .simulator import simulate
 
-                model = {k: params[k] for k in ("alpha", "ratio", "eps", "noise") if k in params}
+                model = {k: params[k] for k in MODEL_KEYS if k in params}
                 sim = simulate(**model, dt=params.get("dt", 0.2), t_max=params.get("t_max", 12.0), **sim_kwargs)
                 sim.save(sim_path)
                 computed = True

@@ -92,6 +92,8 @@ def _decode_attr(value: Any) -> Any:
         return None
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "fiub":
+        return tuple(value.tolist())  # a sequence parameter (written from a tuple) reads back as that tuple
     return value
 
 

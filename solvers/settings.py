@@ -170,7 +170,8 @@ def click_options(*classes, only: Iterable[str] | None = None, exclude: Iterable
                 kw.update(is_flag=True, default=default, show_default=False)
             else:
                 if f.default is not dataclasses.MISSING:
-                    kw["default"] = default
+                    # a sequence default is shown and typed as its comma-separated text (the check parses it)
+                    kw["default"] = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
                 if spec.choices is not None:
                     kw["type"] = click.Choice(list(spec.choices))
                 elif spec.click_type is not None:

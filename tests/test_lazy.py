@@ -76,7 +76,7 @@ def test_lazy_test_loss_matches_direct_and_monte_carlo():
     assert res.test_loss[-1] == pytest.approx(direct, rel=1e-10)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((100_000, 15)) / math.sqrt(15)
-    v = (res.predict(x) - pr.target(x)) ** 2
+    v = (res.predict(x) - pr.clean_target(x)) ** 2
     se = v.std(ddof=1) / math.sqrt(v.size)
     assert abs(res.test_loss[-1] - v.mean()) < 4 * se
     assert res.test_loss[-1] < 0.7  # learned something

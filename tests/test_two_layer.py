@@ -241,7 +241,7 @@ def test_cli_solve_file_contract_resume_and_mismatch(tmp_path):
         for name in ("train_loss", "test_loss", "spike", "bulk", "mean_norm"):
             assert f["observables/" + name].shape == (6,)
         assert f["errors/mc/test_loss"].shape == (6,) and f["errors/batch/train_loss"].shape == (6,)
-        assert set(f["observables"]) == {"tau", "train_loss", "test_loss", "spike", "bulk", "mean_norm"}
+        assert set(f["observables"]) == {"tau", "train_loss", "test_loss", "spike", "bulk", "mean_norm", "mean_overlap"}
         assert f["diagnostics/dropped_u_mass"].shape == ()
         assert f["kernels/C_z"].shape == (6, 6)
         assert f["parameters"].attrs["alpha"] == 1.0

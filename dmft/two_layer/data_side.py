@@ -26,18 +26,23 @@ class RowConstants(NamedTuple):
 
 
 class Sites(NamedTuple):
-    """The sampled sites' fixed draws: u^2, label-noise normal, normals g driving xi_b = chol g."""
+    """The sampled sites' fixed draws: u^2, label-noise normal, normals g driving xi_b = chol g, the clean target
+    g(u) and the signed teacher field u."""
     u2: np.ndarray
     label_noise: np.ndarray
     gauss: np.ndarray
+    target: np.ndarray
+    u: np.ndarray
 
 
 class RowKernels(NamedTuple):
-    """The kernels a row step reads: R_z, C_z, S = C_par / D, R_b."""
+    """The kernels a row step reads: R_z, C_z, S = C_par / D, R_b, and the readout mean's teacher component
+    mu_b(t) (zero for an even target)."""
     R_z: np.ndarray
     C_z: np.ndarray
     S: np.ndarray
     R_b: np.ndarray
+    mu_b: np.ndarray
 
 
 class SiteState(NamedTuple):
@@ -76,11 +81,11 @@ def _readout_mean(t, hl, chol, g, R_b, ell):
 
 
 @njit(cache=True)
-def _residual(c, uu, label, mm, v_tt, nb):
-    """Delta(t) = u^2/2 + sigma n - alpha (m + eps m^2/2) - a (V(t,t) - n - u^2/D), a = alpha eps / 2,
-    n the site's bulk norm (1 at D -> inf)."""
+def _residual(c, y, uu, label, mm, v_tt, nb):
+    """Delta(t) = g(u) + sigma n - alpha (m + eps m^2/2) - a (V(t,t) - n - u^2/D), a = alpha eps / 2,
+    y = g(u) the clean target, n the site's bulk norm (1 at D -> inf)."""
     a = 0.5 * c.alpha * c.eps
-    return (0.5 * uu + c.noise * label - c.alpha * (mm + 0.5 * c.eps * mm * mm)
+    return (y + c.noise * label - c.alpha * (mm + 0.5 * c.eps * mm * mm)
             - a * (v_tt - nb - uu * c.inv_dim))
 
 
@@ -138,8 +143,8 @@ def _memory_response(t, hl, kappa, G, R, nb):
 @njit(cache=True)
 def _data_side_site(b, t, c, sites, K, st, rows):
     """Site b of :func:`_data_side_row`."""
-    u2, label_noise, gauss = sites
-    R_z, C_z, S, R_b = K
+    u2, label_noise, gauss, target, u = sites
+    R_z, C_z, S, R_b, mu_b = K
     chol, Gam, dDelta, dEll, m, Delta, ell = st
     gamma = 2.0 / c.alpha
     kappa = 2.0 * c.eps / c.alpha
@@ -150,6 +155,8 @@ def _data_side_site(b, t, c, sites, K, st, rows):
     DD = dDelta[b]
     DL = dEll[b]
     mm = _readout_mean(t, hl, chol, gauss[b], R_b, ell[b])
+    if mu_b[t] != 0.0:  # the readout mean's teacher component, mu_b u (odd targets)
+        mm += mu_b[t] * u[b]
     m[b, t] = mm
     coeff = np.empty(t)
     for tp in range(t):
@@ -160,7 +167,7 @@ def _data_side_site(b, t, c, sites, K, st, rows):
     _sandwich_row_pair(G, C_z, S, t, vz, vs)
     uu = u2[b]
     vv = vz + uu * vs
-    dl = _residual(c, uu, label_noise[b], mm, vv[t], 1.0)
+    dl = _residual(c, target[b], uu, label_noise[b], mm, vv[t], 1.0)
     Delta[b, t] = dl
     ell[b, t] = dl * (gamma + kappa * mm)
     _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows)

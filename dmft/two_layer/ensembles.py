@@ -16,7 +16,7 @@ def _stage(progress, stage):
     return None if progress is None else (lambda t: progress(stage, t))
 
 
-_ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm")
+_ERROR_CURVES = ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "mean_overlap")
 #: curves whose kept sampling runs a finite-size solve stores in ``result.sampling_runs`` (runs x time)
 SAMPLING_RUN_CURVES = ("train_loss", "test_loss")
 

@@ -210,8 +210,8 @@ class FiniteSizeRows(NamedTuple):
 @njit(cache=True)
 def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows):
     """Site b of :func:`_finite_size_row`; ``tilt`` = :func:`_mode_tilt` at row t."""
-    u2, label_noise, gauss = sites
-    R_z, C_z, S, R_b = K
+    u2, label_noise, gauss, target, u = sites
+    R_z, C_z, S, R_b, mu_b = K
     chol, Gam, dDelta, dEll, m, Delta, ell = st
     phi_hat, C_q, R_par = fk
     gauss_q, norm = fsites
@@ -272,7 +272,7 @@ def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows)
     for t2 in range(t + 1):
         vv[t2] += u1 * (pt * c_spk[b, t2] + ct * p_spk[b, t2]) + ct * c_spk[b, t2] - gqg[t2]
         vbulk[t2] -= gqg[t2]
-    dl = _residual(c, uu, label_noise[b], mm, vv[t], nb)
+    dl = _residual(c, target[b], uu, label_noise[b], mm, vv[t], nb)
     Delta[b, t] = dl
     ell[b, t] = dl * (gamma + kappa * mm)
     _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows)

@@ -44,6 +44,7 @@ from dmft.solvers.volterra import cholesky_extend
 
 from ..params import DIVERGENCE_BOUND, TwoLayerModel, diverged
 from .flow_kernels import _flow_data_row
+from ..target import evaluate
 from .readouts import population_test_loss
 from .settings import MAX_POINTS
 
@@ -56,8 +57,11 @@ _NOISES = ("Nz", "Npar", "Nb")
 
 
 def _row_vector(avg, i):
-    """Row i of the six averages (columns <= i) as one vector."""
-    return np.concatenate([avg[k][i, : i + 1] for k in _RESPONSES + _NOISES])
+    """Row i of the six averages (columns <= i) as one vector, then E[u ell_b(t_i)] for an odd target."""
+    rows = [avg[k][i, : i + 1] for k in _RESPONSES + _NOISES]
+    if "u_ell" in avg:
+        rows.append(avg["u_ell"][i: i + 1])
+    return np.concatenate(rows)
 
 
 def _set_row(avg, i, x):
@@ -67,6 +71,8 @@ def _set_row(avg, i, x):
         avg[k][i, :n] = x[j * n:(j + 1) * n]
         if k in _NOISES:
             avg[k][:n, i] = x[j * n:(j + 1) * n]
+    if "u_ell" in avg:
+        avg["u_ell"][i] = x[-1]
 
 
 class FlowProblem:
@@ -137,6 +143,9 @@ class FlowProblem:
         u = 0.5 * self.u_max * (x + 1.0)
         wq = wq * np.exp(-0.5 * u**2)
         wq /= wq.sum()
+        if not self.model.even_target:  # the sign of u matters: each |u| node at +u and -u, half the weight
+            u, wq = np.concatenate([u, -u]), np.concatenate([wq, wq]) / 2.0
+            nodes = 2 * nodes
         half, per = samples // 2, samples + 1
         rng = np.random.default_rng(seed)
         g = rng.standard_normal((nodes, half, T1))
@@ -150,7 +159,9 @@ class FlowProblem:
             weights[:, 0] = wq
         self.nodes, self.samples, self.node_weight = nodes, samples, wq
         self.gauss, self.label, self.weights = gauss.reshape(-1, T1), label.reshape(-1), weights.reshape(-1)
+        self.u = np.repeat(u, per)
         self.u2 = np.repeat(u**2, per)
+        self.target = evaluate(self.model.target, self.u)
         self.twins = np.arange(nodes) * per + samples
         G = np.einsum("nst,nsu->ntu", gauss[:, :samples], gauss[:, :samples]) / max(samples, 1)
         self.excess = np.eye(T1)[None] - G  # I - G_hat per node (the control variate)
@@ -164,7 +175,8 @@ class FlowProblem:
         S = np.ascontiguousarray(fam["par"].C[:n, :n] / self.dim)
         _flow_data_row(i, mdl.lam, 2.0 / mdl.alpha, mdl.kappa, mdl.alpha, mdl.eps, 1.0 / self.dim, mdl.noise,
                        self.gauss, self.label, self.u2, chol, fam["b"].Q, fam["z"].Q, fam["z"].C, S, self.Gam,
-                       self.dDelta, self.dEll, self.m, self.Delta, self.ell, V, Vp)
+                       self.dDelta, self.dEll, self.m, self.Delta, self.ell, V, Vp, self.target, self.u,
+                       float(self.mu[i]))
         return V, Vp
 
     def _averages(self, i, V, Vp, chol, avg):
@@ -176,6 +188,11 @@ class FlowProblem:
         avg["Rz"][i, :n] = kap * ((w * Dl[:, i]) @ Gi)
         avg["Rpar"][i, :n] = kap * ((wu * Dl[:, i]) @ Gi)
         avg["Rb"][i, :n] = w @ self.dEll[:, i, :n]
+        if mdl.weight_decay > 0.0:  # d theta/dtau = -omega theta + ...: -omega on the diagonal of every Rhat
+            for k in _RESPONSES:
+                avg[k][i, i] -= mdl.weight_decay
+        if "u_ell" in avg:
+            avg["u_ell"][i] = (w * self.u) @ ell[:, i]
         Nz = lam * kap**2 * ((w * Dl[:, i]) @ (Dl[:, :n] * V))
         Npar = lam * kap**2 * ((wu * Dl[:, i]) @ (Dl[:, :n] * Vp))
         Nb = lam * ((w * ell[:, i]) @ ell[:, :n])
@@ -236,6 +253,10 @@ class FlowProblem:
         self.train_cv = np.zeros(cap)
         self.cv_P, self.cv_Q = np.zeros((self.nodes, cap, cap)), np.zeros((self.nodes, cap, cap))
         avg = {k: np.zeros((cap, cap)) for k in _RESPONSES + _NOISES}
+        # mu_b (the readout mean's teacher component), its drive E[u ell_b] and its rate F = -omega mu_b + E[u ell_b]
+        self.mu, self.mu_rate = np.zeros(cap), np.zeros(cap)
+        if not self.model.even_target:
+            avg["u_ell"] = np.zeros(cap)
         fam = {name: MultistepProcess(cap, c0) for name, c0 in _FAMILIES}
         self.processes = fam  # grown in place by _grow
         chol = np.zeros((cap, cap))
@@ -270,6 +291,8 @@ class FlowProblem:
                         N[i, i - 1] += r * (N[i - 1, i - 1] - N[i - 2, i - 1])
                         N[i, i] += r * (N[i - 1, i - 1] - N[i - 2, i - 2])
                     N[:i, i] = N[i, :i]
+                if "u_ell" in avg:
+                    avg["u_ell"][i] = avg["u_ell"][i - 1]
             # corrector: Anderson-accelerated fixed point of the row-i averages (the map: weight row,
             # Cholesky row, data row, averages)
             # Converged when neither the averages nor any site's residual Delta_i move by row_tol.
@@ -325,7 +348,8 @@ class FlowProblem:
         train = w[live] @ self.Delta[live][:, rows] ** 2 + self.train_cv[rows]
         fam = self.processes
         test = population_test_loss(mdl.alpha, mdl.eps, self.dim, fam["z"].C[rows, rows],
-                                    fam["par"].C[rows, rows] / self.dim, fam["b"].C[rows, rows])
+                                    fam["par"].C[rows, rows] / self.dim, fam["b"].C[rows, rows], self.mu[rows],
+                                    mdl.target)
         return train, test
 
     def _local_error(self, i):
@@ -351,10 +375,10 @@ class FlowProblem:
             setattr(self, name, pad(getattr(self, name), cap, axes=(1, 2)))
         for name in ("m", "Delta", "ell"):
             setattr(self, name, pad(getattr(self, name), cap, axes=(1,)))
-        for name in ("train_cv", "row_passes_used", "row_change", "local_error"):
+        for name in ("train_cv", "row_passes_used", "row_change", "local_error", "mu", "mu_rate"):
             setattr(self, name, pad(getattr(self, name), cap))
         for k in avg:
-            avg[k] = pad(avg[k], cap)
+            avg[k] = pad(avg[k], cap)  # u_ell: 1-d
         for proc in fam.values():
             proc.grow(cap)
         return pad(chol, cap)
@@ -363,6 +387,15 @@ class FlowProblem:
         fam["z"].row(i, self.co, avg["Rz"], avg["Nz"])
         fam["par"].row(i, self.co, avg["Rpar"], avg["Npar"])
         fam["b"].row(i, self.co, avg["Rb"], avg["Nb"])
+        if "u_ell" in avg and i > 0:
+            # d mu_b/dtau = -omega mu_b + E[u ell_b], by the same multistep scheme (implicit in both terms)
+            co, om = self.co, self.model.weight_decay
+            prev2 = co.a2[i] * self.mu[i - 2] if i > 1 else 0.0
+            self.mu[i] = ((co.a1[i] * self.mu[i - 1] + prev2 + co.w[i] * avg["u_ell"][i]
+                           + co.v[i] * self.mu_rate[i - 1]) / (1.0 + co.w[i] * om))
+            self.mu_rate[i] = avg["u_ell"][i] - om * self.mu[i]
+        elif "u_ell" in avg:
+            self.mu_rate[0] = avg["u_ell"][0]
 
     def _observables(self) -> dict:
         mdl, w, n = self.model, self.weights, self.T_used
@@ -371,6 +404,7 @@ class FlowProblem:
             Cz = np.diag(self.processes["z"].C)[:n].copy()
             s = np.diag(self.processes["par"].C)[:n] / self.dim
             Cb = np.diag(self.processes["b"].C)[:n].copy()
-            test = population_test_loss(mdl.alpha, mdl.eps, self.dim, Cz, s, Cb)
+            mu = self.mu[:n].copy()
+            test = population_test_loss(mdl.alpha, mdl.eps, self.dim, Cz, s, Cb, mu, mdl.target)
         return {"tau": self.t[:n].copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
-                "mean_norm": Cb}
+                "mean_norm": Cb + mu * mu, "mean_overlap": mu}

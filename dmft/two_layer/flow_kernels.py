@@ -9,7 +9,7 @@ from numba import njit, prange
 
 @njit(cache=True)
 def _flow_site_row(b, i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2, chol, Qb, Qz, Cz, S,
-                   Gm, DD, DL, m, Dl, ell, V, Vp):
+                   Gm, DD, DL, m, Dl, ell, V, Vp, target, u, mu):
     """Site b of :func:`_flow_data_row`."""
     n = i + 1
     a = 0.5 * al * ep
@@ -21,6 +21,8 @@ def _flow_site_row(b, i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2
         m0 += chol[i, j] * gauss[b, j]
     for j in range(i):
         m0 += lam * Qb[i, j] * ell[b, j]
+    if mu != 0.0:  # the readout mean's teacher component mu_b u (odd targets)
+        m0 += mu * u[b]
     # the resolvent row before its diagonal factor: y = e_i + sum_{l<i} K(i, l) Gamma(l, :)
     y = np.zeros(n)
     for l in range(i):
@@ -38,7 +40,7 @@ def _flow_site_row(b, i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2
             v0 += y[r] * acc
     c_b = lam * Qb[i, i]
     qz = Qz[i, i]
-    const = 0.5 * uu + noise * label[b] + a * (1.0 + uu * inv_dim)
+    const = target[b] + noise * label[b] + a * (1.0 + uu * inv_dim)
     # Newton on F(D) = D - const + alpha (m + eps m^2/2) + a gg(D)^2 v0, m(D) = (m0 + c gamma D) / (1 - c kappa D)
     D = Dl[b, i - 1] if i > 0 else const - a * v0
     for _ in range(30):
@@ -108,10 +110,10 @@ def _flow_site_row(b, i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2
 
 @njit(parallel=True, cache=True)
 def _flow_data_row(i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2, chol, Qb, Qz, Cz, S,
-                   Gm, DD, DL, m, Dl, ell, V, Vp):
+                   Gm, DD, DL, m, Dl, ell, V, Vp, target, u, mu):
     """Data-side row i of every site (:meth:`dmft.two_layer.flow.FlowProblem._data_row`): m_i, the resolvent
     row, Delta_i by Newton, the covariances V(i, j) and V_perp(i, j) (j <= i, into rows b of V and Vp)
-    and the tangent row i."""
+    and the tangent row i; ``target`` g(u) and the signed ``u`` per site, ``mu`` = mu_b(t_i)."""
     for b in prange(u2.shape[0]):
         _flow_site_row(b, i, lam, gam, kap, al, ep, inv_dim, noise, gauss, label, u2, chol, Qb, Qz, Cz, S,
-                       Gm, DD, DL, m, Dl, ell, V, Vp)
+                       Gm, DD, DL, m, Dl, ell, V, Vp, target, u, mu)

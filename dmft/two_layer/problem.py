@@ -11,6 +11,7 @@ from dmft.solvers.grid import available_memory
 from dmft.solvers.volterra import cholesky_extend
 
 from ..params import DIVERGENCE_BOUND, ParameterError, TwoLayerModel, as_dict, diverged, require
+from ..target import DEFAULT_TARGET, evaluate
 from .data_side import RowConstants, RowKernels, Sites, SiteRows, SiteState, _data_side_row
 from .readouts import population_test_loss
 from .settings import KERNEL_NAMES, TwoLayerDMFT
@@ -59,7 +60,10 @@ class TwoLayerProblem:
         self.model = model
         self.options = options
         self.T1 = options.steps + 1
-        need = options.memory_bytes()
+        # an odd target makes the sign of u matter: each |u| node is taken at +u and -u
+        self.signs = 1 if model.even_target else 2
+        self.n_nodes = options.nodes * self.signs
+        need = options.memory_bytes() * self.signs
         avail = available_memory()
         if need > 0.8 * avail:
             raise ParameterError(
@@ -73,8 +77,16 @@ class TwoLayerProblem:
         require(options.dt < h_max, "dt", options.dt,
                 f"0 < dt < 1/(1 + sqrt(1/ratio))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
                 f"ratio = {model.ratio:g}; gradient descent with eta = dt*D diverges beyond it)")
+        if options.finite_size:
+            require(model.target == DEFAULT_TARGET and model.weight_decay == 0.0, "finite_size", True,
+                    "False unless target = (0.5, 0, 0.5) and weight_decay = 0 (the finite-size terms are derived for "
+                    "the quadratic target without weight decay)")
+        require(options.dt * model.weight_decay < 1.0, "weight_decay", model.weight_decay,
+                f"0 <= weight_decay < 1/dt = {1.0 / options.dt:.4g} (each step multiplies the weights by "
+                "1 - dt * weight_decay, which must stay positive)")
         self.tau = np.arange(self.T1) * options.dt
-        self.kernel_names = KERNEL_NAMES + self.extra_kernel_names
+        # mu_b(t) = b.beta / D, the readout mean's teacher component: zero for an even target
+        self.kernel_names = KERNEL_NAMES + self.extra_kernel_names + (() if model.even_target else ("mu_b",))
         self._draw_samples()
         self.dropped_mass = math.erfc(options.u_max / math.sqrt(2.0))
         self.last_pass = None
@@ -92,16 +104,19 @@ class TwoLayerProblem:
         u = 0.5 * o.u_max * (x + 1.0)
         wq = wq * np.exp(-0.5 * u**2)
         wq = wq / wq.sum()  # conditional on |u| <= u_max (the cut mass is reported)
+        if self.signs == 2:  # the nodes at +u, then at -u, each with half the weight
+            u, wq = np.concatenate([u, -u]), np.concatenate([wq, wq]) / 2.0
+        nodes = self.n_nodes
         half, S = o.samples // 2, o.samples
         per = S + 1  # sampled sites of a node, then its noise-free twin (control variate)
         rng = np.random.default_rng(o.seed)
-        g = rng.standard_normal((o.nodes, half, T1))
-        n = rng.standard_normal((o.nodes, half))
-        gauss = np.zeros((o.nodes, per, T1))
+        g = rng.standard_normal((nodes, half, T1))
+        n = rng.standard_normal((nodes, half))
+        gauss = np.zeros((nodes, per, T1))
         gauss[:, :half], gauss[:, half:S] = g, -g
-        label = np.zeros((o.nodes, per))
+        label = np.zeros((nodes, per))
         label[:, :half], label[:, half:S] = n, -n
-        weights = np.zeros((o.nodes, per))
+        weights = np.zeros((nodes, per))
         weights[:, :S] = (wq / S)[:, None]
         self.gauss = np.ascontiguousarray(gauss.reshape(-1, T1))
         self._draw_variant_samples(rng, weights)
@@ -109,8 +124,9 @@ class TwoLayerProblem:
         self.weights = weights.reshape(-1)
         self.u = np.repeat(u, per)
         self.u2 = self.u**2
+        self.target = evaluate(self.model.target, self.u)
         self.node_weight = wq
-        self.twins = np.arange(o.nodes) * per + S
+        self.twins = np.arange(nodes) * per + S
         if o.control_variate:
             # I - G_hat: excess of the identity over each node's empirical second moment of g
             self.excess = np.eye(T1)[None] - np.einsum("nst,nsu->ntu", gauss[:, :S], gauss[:, :S]) / S
@@ -119,7 +135,7 @@ class TwoLayerProblem:
         self.n_batches = min(16, half)
         k = np.arange(per)
         batch = np.where(k < S, (k % half) % self.n_batches, -1)
-        self.batch_of = np.tile(batch, o.nodes)
+        self.batch_of = np.tile(batch, nodes)
 
     def _draw_variant_samples(self, rng, weights):
         """A variant's own draws, from ``rng`` after the D -> inf samples (which stay the same);
@@ -137,8 +153,16 @@ class TwoLayerProblem:
         """Frozen network: R = 1 below the diagonal, C_z = 1, C_par = 1 (s = 1/D), C_b = 0."""
         T1 = self.T1
         R = np.tril(np.ones((T1, T1)), -1)
-        return {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
-                "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
+        K = {"R_z": R.copy(), "C_z": np.ones((T1, T1)), "R_par": R.copy(), "C_par": np.ones((T1, T1)),
+             "R_b": R.copy(), "C_b": np.zeros((T1, T1))}
+        if "mu_b" in self.kernel_names:
+            K["mu_b"] = np.zeros((T1, 1))
+        return K
+
+    def _empty_kernels(self) -> dict:
+        """Zero kernels of this problem's shapes ((T+1) x (T+1); mu_b: (T+1) x 1)."""
+        T1 = self.T1
+        return {k: np.zeros((T1, 1) if k == "mu_b" else (T1, T1)) for k in self.kernel_names}
 
     def _run(self, K, sweep, progress=None, checkpoint=None, start=None):
         """One pass over t = 0..T.  sweep=True fills row t of K (weight side) before the data
@@ -149,7 +173,7 @@ class TwoLayerProblem:
         Returns (state: SweepState, last_good_step, message)."""
         T1, o, mdl = self.T1, self.options, self.model
         B = self.u2.shape[0]
-        st = SweepState.empty(B, T1, o.finite_size)
+        st = SweepState.empty(B, T1, o.finite_size, odd_target=not mdl.even_target)
         rows = SiteRows(*(np.zeros((B, T1)) for _ in SiteRows._fields))
         cv = self._control_variate_state() if self.control_variate else None
         S = np.zeros((T1, T1)) if sweep else np.ascontiguousarray(K["C_par"] / o.dim)
@@ -162,7 +186,9 @@ class TwoLayerProblem:
         avg = st.avg
         w, wu = self.weights, self.weights * self.u2
         constants = RowConstants(o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise)
-        sites = Sites(self.u2, self.label_noise, self.gauss)
+        sites = Sites(self.u2, self.label_noise, self.gauss, self.target, self.u)
+        mu_b = K["mu_b"][:, 0] if "mu_b" in K else np.zeros(T1)
+        decay = 1.0 - o.dt * mdl.weight_decay
 
         def snapshot(t):
             tree = {"next_row": t + 1, "samples_digest": self.samples_digest(), "kernels": dict(K),
@@ -172,6 +198,10 @@ class TwoLayerProblem:
         for t in range(t0, T1):
             if sweep:
                 self._weight_side_row(t, avg, K, st.phi)
+                if st.u_ell is not None and t > 0:
+                    # mu_b(t+1) = (1 - h omega) mu_b(t) + h E[u ell_b(t)]: the teacher coordinate of the readout
+                    # mean moves by O(sqrt(D)) (its own O(1) fluctuation is O(D^-1/2) in mu_b)
+                    mu_b[t] = decay * mu_b[t - 1] + o.dt * st.u_ell[t - 1]
                 S[t, : t + 1] = K["C_par"][t, : t + 1] / o.dim
                 S[: t + 1, t] = S[t, : t + 1]
             self._before_data_side(t, K, st, scratch, sweep)
@@ -179,7 +209,7 @@ class TwoLayerProblem:
             # causal Cholesky row t of C_b; a residual variance below cholesky_cut * max variance is cut
             cholesky_extend(st.chol[:n, :n], K["C_b"][:n, :n], t,
                             o.cholesky_cut * max(float(np.max(np.diag(K["C_b"])[:n])), 0.0))
-            self._data_side(t, constants, sites, RowKernels(K["R_z"], K["C_z"], S, K["R_b"]),
+            self._data_side(t, constants, sites, RowKernels(K["R_z"], K["C_z"], S, K["R_b"], mu_b),
                             SiteState(st.chol, st.Gam, st.dDelta, st.dEll, st.m, st.Delta, st.ell), rows, st, K,
                             scratch)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
@@ -187,6 +217,11 @@ class TwoLayerProblem:
                 avg["Rhat_z"][t, :n] = w @ rows.Rz[:, :n]
                 avg["Rhat_par"][t, :n] = wu @ self._spike_response_rows(rows, scratch)[:, :n]
                 avg["Rhat_b"][t, :n] = w @ rows.Rb[:, :n]
+                if mdl.weight_decay > 0.0:  # theta(t+1) = (1 - h omega) theta(t) + ...: -omega on the diagonal
+                    for name in ("Rhat_z", "Rhat_par", "Rhat_b"):
+                        avg[name][t, t] -= mdl.weight_decay
+                if st.u_ell is not None:
+                    st.u_ell[t] = (w * self.u) @ st.ell[:, t]
                 self._variant_averages(t, st, K, scratch)
                 corr = self._control_variate_row(t, st, cv, rows.V, rows.Vperp) if cv is not None else {}
                 for name, r in (("N_z", rows.Nz), ("N_par", rows.Npar), ("N_b", rows.Nb)):
@@ -275,7 +310,7 @@ class TwoLayerProblem:
     # control variate ------------------------------------------------------------------
     def _control_variate_state(self):
         o, T1 = self.options, self.T1
-        return {"P": np.zeros((o.nodes, T1, T1)), "Q": np.zeros((o.nodes, T1, T1))}
+        return {"P": np.zeros((self.n_nodes, T1, T1)), "Q": np.zeros((self.n_nodes, T1, T1))}
 
     def _control_variate_row(self, t, st, cv, out_V, out_Vperp):
         """Second-moment control variate at row t (see the class docstring).
@@ -294,7 +329,7 @@ class TwoLayerProblem:
         L = st.chol[:n, :n]
         kappa2 = mdl.kappa ** 2
         corr = {"N_b": np.zeros(n), "N_z": np.zeros(n), "N_par": np.zeros(n)}
-        for node in range(o.nodes):
+        for node in range(self.n_nodes):
             tw = self.twins[node]
             P, Q = cv["P"][node], cv["Q"][node]
             P[t, :n] = st.dDelta[tw, t, :n] @ L
@@ -334,8 +369,7 @@ class TwoLayerProblem:
         A row is good when every site's residual and the train loss are finite and below
         :data:`dmft.params.DIVERGENCE_BOUND`.  ``checkpoint(t, snapshot)`` after each row and
         ``start`` (a stored pass to continue): see :meth:`_run` and :func:`dmft.solvers.causal.sweep`."""
-        T1 = self.T1
-        K = {k: np.zeros((T1, T1)) for k in self.kernel_names}
+        K = self._empty_kernels()
         st, last, message = self._run(K, sweep=True, progress=progress, checkpoint=checkpoint, start=start)
         self.last_pass = st
         # each site's |Delta| stays below the bound up to `last`, yet their mean square can exceed it
@@ -368,6 +402,10 @@ class TwoLayerProblem:
             return {k: np.full_like(K[k], np.nan) for k in self.kernel_names}
         new = {k: np.zeros_like(K[k]) for k in self.kernel_names}
         avg = st.avg
+        if st.u_ell is not None:
+            decay = 1.0 - h * self.model.weight_decay
+            for t in range(1, T1):
+                new["mu_b"][t, 0] = decay * new["mu_b"][t - 1, 0] + h * st.u_ell[t - 1]
         propagate_all(avg["Rhat_z"], avg["N_z"], h, 1.0, np.zeros(T1), new["R_z"], new["C_z"])
         propagate_all(avg["Rhat_par"], avg["N_par"], h, 1.0, np.zeros(T1), new["R_par"], new["C_par"])
         propagate_all(avg["Rhat_b"], avg["N_b"], h, 0.0, np.zeros(T1), new["R_b"], new["C_b"])
@@ -409,11 +447,13 @@ class TwoLayerProblem:
         Cz = np.diag(K["C_z"]).copy()
         s = np.diag(K["C_par"]) / o.dim
         Cb = np.diag(K["C_b"]).copy()
+        mu = K["mu_b"][:, 0].copy() if "mu_b" in K else np.zeros(self.T1)
         with np.errstate(all="ignore"):
             train = self._train_loss(Delta)
-            test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb)
+            test = population_test_loss(mdl.alpha, mdl.eps, o.dim, Cz, s, Cb, mu, mdl.target)
+            mean_norm = Cb + mu * mu
         return {"tau": self.tau.copy(), "train_loss": train, "test_loss": test, "spike": s, "bulk": Cz,
-                "mean_norm": Cb}
+                "mean_norm": mean_norm, "mean_overlap": mu}
 
     def trace_sum_rule(self, K) -> dict:
         """Both sides of the exact trace sum rule, from kernels K and the last pass over them.
@@ -443,8 +483,10 @@ class TwoLayerProblem:
 
         weight = (drift(avg["Rhat_z"], avg["N_z"], K["R_z"], K["C_z"])
                   + drift(avg["Rhat_par"], avg["N_par"], K["R_par"], K["C_par"]) / D)
-        return {"tau": self.tau.copy(), "weight_side": weight,
-                "data_side": self.model.kappa * st.trace_drive.copy()}
+        data = self.model.kappa * st.trace_drive.copy()
+        if self.model.weight_decay > 0.0:  # the decay's own drift, -omega tr(A A^T)/D
+            data = data - self.model.weight_decay * (np.diag(K["C_z"]) + np.diag(K["C_par"]) / D)
+        return {"tau": self.tau.copy(), "weight_side": weight, "data_side": data}
 
     def _require_pass(self, what):
         if self.last_pass is None:

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from ..target import DEFAULT_TARGET, irreducible_loss, low_degree
+
 # E[(e^2 - 1) e^2] for e ~ N(0, 1): the anisotropic part of the other points' reaction to a bump
 # (reaction_residual, docs/finite-size.md section 3d)
 _REACTION = 2.0
@@ -39,13 +41,30 @@ def train_loss_rise(tau, train_loss, tolerance=1e-3, steps=RISE_STEPS):
     return None
 
 
-def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag):
-    """Exact population test loss of the limiting quadratic predictor at each time."""
+def population_test_loss(alpha, eps, dim, C_z_diag, s_diag, C_b_diag, mu_b=0.0, target=DEFAULT_TARGET):
+    """Exact population test loss of the limiting quadratic predictor at each time.
+
+    On a fresh input, u = beta.x ~ N(0, 1) and m_perp ~ N(0, sigma^2 = C_b) are independent, the readout mean
+    is m = mu_b u + m_perp and x^T A A^T x - |x|^2 = (C_z - 1) + (s - 1/D) u^2, so with a = alpha eps / 2
+
+        f = alpha m + a (m^2 + C_z - 1 + (s - 1/D) u^2)
+
+    has Hermite parts F_0 = a (mu_b^2 + s' + C_z - 1 + sigma^2), F_1 = alpha mu_b, F_2 = a (mu_b^2 + s')
+    (s' = s - 1/D) plus the zero-mean, mutually orthogonal alpha m_perp, 2 a mu_b u m_perp and a (m_perp^2 - sigma^2).
+    Against g = sum_k c_k He_k:
+
+        L = (c_0 - F_0)^2 + (c_1 - F_1)^2 + 2 (c_2 - F_2)^2 + alpha^2 sigma^2 + 2 a^2 sigma^4
+            + 4 a^2 mu_b^2 sigma^2 + sum_{k>=3} k! c_k^2.
+    """
     a = alpha * eps / 2.0
-    c1 = 0.5 - a * (np.asarray(s_diag) - 1.0 / dim)
+    t0, t1, t2 = low_degree(target)
+    mu = np.asarray(mu_b, dtype=float)
+    mu2 = mu * mu
+    c2 = t2 - a * (mu2 + (np.asarray(s_diag) - 1.0 / dim))  # c_2 - F_2
     c0 = -a * (np.asarray(C_z_diag) - 1.0)
     sb2 = np.asarray(C_b_diag)
-    return (c1 + c0 - a * sb2) ** 2 + 2 * c1**2 + alpha**2 * sb2 + 2 * a**2 * sb2**2
+    return ((c2 + (t0 - t2) + c0 - a * sb2) ** 2 + 2 * c2**2 + alpha**2 * sb2 + 2 * a**2 * sb2**2
+            + (t1 - alpha * mu) ** 2 + 4 * a**2 * mu2 * sb2 + irreducible_loss(target))
 
 
 def cross_test_correction(alpha, eps, s_diag, C_q_diag):

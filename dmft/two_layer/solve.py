@@ -14,6 +14,7 @@ from dmft.solvers.fixed_point import FixedPointOptions, iterate
 from dmft.solvers.locking import hold
 
 from ..params import ParameterError, TwoLayerModel
+from ..target import tail_moment
 from ..solvers.settings import options_doc, signature, split
 from . import readouts
 from .ensembles import dataset_ensemble, sampling_ensemble
@@ -68,7 +69,9 @@ def solve(alpha, ratio, **options):
     ``result.diagnostics["sampling_seeds"]`` and ``["excluded_sampling_seeds"]`` list them, and the
     message names them.  ``result.errors["batch"]["train_loss"]`` is the cheaper within-run error of the
     train loss at fixed kernels; :func:`dmft.solvers.result.curve_error` picks a curve's error bar.
-    ``result.diagnostics["dropped_u_mass"]`` is the Gaussian mass of |u| beyond ``u_max``.
+    ``result.diagnostics["dropped_u_mass"]`` is the Gaussian mass of |u| beyond ``u_max``, and
+    ``dropped_target_moment`` the part E[g(u)^2; |u| > u_max] of the target's second moment that the quadrature
+    leaves out (the train loss is low by about that much at tau = 0; raise u_max for targets of degree >= 3).
 
     finite_size=True adds the finite-D terms of ``docs/finite-size.md`` (spike-bulk cross
     covariance, the teacher coordinate's own memory); the observables then include
@@ -134,7 +137,7 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
     try:
         result.diagnostics.update(_extra(problem))
         if method == "sweep":
-            _warn_on_rise(result, opts)
+            _warn_on_rise(result, opts, model)
         if result.success or method == "iterate":
             sampling_ensemble(result, model, opts, replicas, how.mc_tol, progress=bar.report, extend=bar.extend)
         if datasets and result.success:
@@ -192,14 +195,18 @@ def _solve_flow(model, opts, how, out, resume, progress):
             sampling_ensemble(result, model, opts, how.replicas, how.mc_tol, progress=bar.report, extend=bar.extend,
                               make_replica=lambda seed: FlowProblem.from_settings(
                                   model, dataclasses.replace(opts, seed=seed), grid=grid))
-        _warn_on_rise(result, opts)
+        _warn_on_rise(result, opts, model)
     finally:
         bar.close()
     return _finish(result, after_driver, out)
 
 
-def _warn_on_rise(result, opts):
-    """Warn (and say in the message) when the train loss of a swept solution rises (train_loss_rise)."""
+def _warn_on_rise(result, opts, model):
+    """Warn (and say in the message) when the train loss of a swept solution rises (train_loss_rise).  Not with
+    weight decay: gradient descent then lowers the train loss plus the decay term, and the train loss alone
+    may rise (the weights shrink back once the loss is small)."""
+    if model.weight_decay > 0.0:
+        return
     rise = readouts.train_loss_rise(result.observables["tau"], result.observables["train_loss"])
     if rise is None:
         return
@@ -256,4 +263,5 @@ def _refuse_other_method(path, stored, method) -> None:
 
 def _extra(problem):
     """Constant diagnostics of the solve (``result.diagnostics``)."""
-    return {"dropped_u_mass": np.array(problem.dropped_mass)}
+    return {"dropped_u_mass": np.array(problem.dropped_mass),
+            "dropped_target_moment": np.array(tail_moment(problem.model.target, problem.options.u_max))}

@@ -31,6 +31,7 @@ class SweepState:
     trace_drive: np.ndarray  # E[Delta(t) V(t,t)], the data side of the trace sum rule
     avg: dict  # AVERAGE_NAMES (+ CROSS_AVERAGE_NAMES) -> (T1, T1)
     train_cv: np.ndarray  # the control variate's correction of the train loss
+    u_ell: np.ndarray | None = None  # E[u ell_b(t)], the drive of the readout mean's teacher component (odd targets)
     # finite-size terms (docs/finite-size.md)
     react: np.ndarray | None = None  # the other points' reaction residual per site
     chi: np.ndarray | None = None  # cavity field of the cross direction, chi ~ GP(0, C_q)
@@ -51,14 +52,14 @@ class SweepState:
     bump2: np.ndarray | None = None  # E[b(t,t)^2] over the sites (bump_test_correction)
 
     @classmethod
-    def empty(cls, B: int, T1: int, finite_size: bool) -> "SweepState":
+    def empty(cls, B: int, T1: int, finite_size: bool, odd_target: bool = False) -> "SweepState":
         def z(*shape):
             return np.zeros(shape)
 
         avg = {k: z(T1, T1) for k in AVERAGE_NAMES}
         common = dict(Gam=z(B, T1, T1), dDelta=z(B, T1, T1), dEll=z(B, T1, T1), m=z(B, T1),
                       Delta=np.full((B, T1), np.nan), ell=z(B, T1), chol=z(T1, T1), phi=[z(T1) for _ in range(3)],
-                      trace_drive=z(T1), avg=avg, train_cv=z(T1))
+                      trace_drive=z(T1), avg=avg, train_cv=z(T1), u_ell=z(T1) if odd_target else None)
         if not finite_size:
             return cls(**common)
         avg.update({k: z(T1, T1) for k in CROSS_AVERAGE_NAMES})
