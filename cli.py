@@ -243,7 +243,8 @@ def _cli_default(name):
     """The default of a `dmft solve` option (None where the command leaves it to the model)."""
     for param in solve.params:
         if param.name == name:
-            return param.default
+            # a sequence option's default is its text: the value it stands for is what the type makes of it
+            return param.type.convert(param.default, param, None) if isinstance(param.default, str) else param.default
     raise KeyError(name)
 
 
@@ -270,6 +271,8 @@ def _curve_table(result, rows=10):
     obs, diag = result.observables, result.diagnostics
     tau = np.asarray(obs["tau"])
     names = [n for n in ("train_loss", "test_loss", "spike", "bulk", "mean_norm", "spike_bulk_cross") if n in obs]
+    if "mean_overlap" in obs and np.any(np.asarray(obs["mean_overlap"]) != 0):  # an odd target's mu_b
+        names.append("mean_overlap")
     idx = np.unique(np.concatenate([[0], np.searchsorted(tau, np.geomspace(max(tau[1], 1e-12), tau[-1], rows - 1))]))
     idx = idx[idx < len(tau)]
     head = f"  {'tau':>9}" + "".join(f"{n:>12}" for n in names)
@@ -512,7 +515,9 @@ def sweep(alpha, ratio, eps, noise, weight_decay, target, dim, t_max, dt, grid, 
             space[name] = values
         else:
             fixed[name] = values[0]
-    simulate_opts = dict(dim=sim_dim, width=sim_width, seeds=sim_seeds, lazy_reference=True) if sim_seeds else None
+    # the lazy reference is kernel gradient flow without weight decay
+    simulate_opts = (dict(dim=sim_dim, width=sim_width, seeds=sim_seeds, lazy_reference=max(weight_decay) == 0.0)
+                     if sim_seeds else None)
     result = run_sweep(space, outdir, simulate=simulate_opts, scheduler=scheduler, n_workers=workers,
                        progress=not quiet, fraction=fraction, **fixed)
     click.echo(f"{len(result.points)} points: {len(result.computed)} computed, {len(result.skipped)} already done, "

@@ -425,6 +425,7 @@ def seed_streams(seed: int):
 
 
 def training_set_moments(problem: Problem) -> dict:
-    """Empirical moments (1/P) sum_mu u_mu^k, k in MOMENT_ORDERS, of the teacher field u = beta.x."""
+    """Empirical moments (1/P) sum_mu u_mu^k, k in MOMENT_ORDERS, of the teacher field u = beta.x, and ``y2`` =
+    (1/P) sum_mu y_mu^2 of the labels (noise included; its mean is E[g^2] + noise^2)."""
     u = problem.X @ problem.beta
-    return {f"u{k}": float(np.mean(u**k)) for k in MOMENT_ORDERS}
+    return {**{f"u{k}": float(np.mean(u**k)) for k in MOMENT_ORDERS}, "y2": float(np.mean(problem.y**2))}

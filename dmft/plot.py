@@ -98,7 +98,8 @@ def _from_simulation(result, name: str, control_variate: bool = True) -> Curves:
         for k in means:
             if k in result.per_seed:
                 means[k], errors[k] = result.seed_mean(k)
-        estimator = "m4 control variate"
+        estimator = ("m4 control variate" if tuple(result.parameters.get("target", DEFAULT_TARGET)) == DEFAULT_TARGET
+                     else "label-moment control variate")  # SimulationResult.control_moment
     lazy = result.lazy
     lazy = {k: np.asarray(v, float) for k, v in lazy["observables"].items()} if lazy else None
     return Curves("sim", name, "simulation", params, np.asarray(result.tau, float), means, errors, lazy, spread,
@@ -218,6 +219,8 @@ def _label(rec: Curves, extra_keys: Sequence[str]) -> str:
         base = f"sim D={_fmt(p.get('dim'))} N={n}, {seeds} seed{'s' if seeds != 1 else ''}"
         if rec.estimator == "m4 control variate":
             base += ", m₄ CV"
+        elif rec.estimator == "label-moment control variate":
+            base += ", ⟨y²⟩ CV"
     return f"{base} ({extra})" if extra else base
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .networks import SEEDING, make_problem, seed_streams, training_set_moments
+from .target import DEFAULT_TARGET, norm2
 
 __all__ = ["SimulationResult", "control_variate_mean"]
 
@@ -74,8 +75,19 @@ class SimulationResult:
         tau = 0 the train loss is m_4 / 4, so the estimate is 3/4 with zero error.  Seeds with a
         non-finite value at a time are left out at that time.
         """
-        moments = None if (not control_variate or self.data_moments is None) else self.data_moments["u4"]
-        return control_variate_mean(self.per_seed[name], moments)
+        if not control_variate or self.data_moments is None:
+            return control_variate_mean(self.per_seed[name])
+        moment, mean = self.control_moment()
+        return control_variate_mean(self.per_seed[name], moment, mean)
+
+    def control_moment(self) -> tuple[np.ndarray, float]:
+        """(per-seed moment, its known mean) of the control variate of :meth:`seed_mean`: m_4 and 3 for the
+        quadratic teacher; for another target the training set's label moment y2 = (1/P) sum y^2, of mean
+        E[g^2] + noise^2 = sum_k k! c_k^2 + noise^2 (the train loss at tau = 0)."""
+        target = self.parameters.get("target", DEFAULT_TARGET)
+        if tuple(target) == DEFAULT_TARGET or "y2" not in self.data_moments:
+            return self.data_moments["u4"], 3.0
+        return self.data_moments["y2"], norm2(target) + float(self.parameters.get("noise", 0.0)) ** 2
 
     def first_below(self, name: str, fraction: float = 0.5, reference: float | None = None) -> float:
         """First recorded tau at which the seed-mean of ``name`` is below ``fraction * reference``
@@ -113,7 +125,7 @@ class SimulationResult:
                          + (f"τ = {t_half:g})" if math.isfinite(t_half) else f"never, up to τ = {self.tau[-1]:g})"))
         if self.data_moments is not None and next(iter(self.per_seed.values())).shape[0] >= 4:
             cv = {name: self.seed_mean(name) for name in ("train_loss", "test_loss")}
-            lines.append("  final, mean over training sets with the m4 control variate (seed_mean): "
+            lines.append("  final, mean over training sets with the training-set moment as control variate (seed_mean): "
                          + ", ".join(f"{name.replace('_', ' ')} {cv[name][0][-1]:.6g} ± {cv[name][1][-1]:.2g}"
                                      for name in cv)
                          + " (± its standard error)")
@@ -179,10 +191,11 @@ class SimulationResult:
 
 
 # ------------------------------------------------------------------------ seed means
-def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
-    """(estimate, standard error) over seeds of ``per_seed`` (seeds, T), with the training sets' fourth
-    moments ``u4`` (seeds,) as a control variate of known mean 3 (see :meth:`SimulationResult.seed_mean`);
-    the plain seed mean and s / sqrt(n) when ``u4`` is None or fewer than 4 seeds are finite."""
+def control_variate_mean(per_seed, u4=None, known_mean: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, standard error) over seeds of ``per_seed`` (seeds, T), with a per-seed training-set moment ``u4``
+    (seeds,) as a control variate of known mean ``known_mean`` (the fourth moment of u and 3 by default; see
+    :meth:`SimulationResult.seed_mean`); the plain seed mean and s / sqrt(n) when ``u4`` is None or fewer than 4
+    seeds are finite."""
     y = np.asarray(per_seed, dtype=float)
     n = y.shape[0]
     counts = np.sum(np.isfinite(y), axis=0)
@@ -192,7 +205,7 @@ def control_variate_mean(per_seed, u4=None) -> tuple[np.ndarray, np.ndarray]:
               else np.zeros(y.shape[1]))
     if u4 is None:
         return plain, se
-    x = np.asarray(u4, dtype=float) - 3.0
+    x = np.asarray(u4, dtype=float) - known_mean
     if x.shape != (n,):
         raise ValueError(f"u4 has shape {x.shape}, expected ({n},): one fourth moment per seed")
     mean, err = plain.copy(), se.copy()
@@ -232,5 +245,6 @@ def _moments_from_parameters(parameters: dict) -> dict | None:
     rows = []
     for k in range(seeds):
         rng_data, _, _ = seed_streams(seed + k)
-        rows.append(training_set_moments(make_problem(D, P, 0.0, rng_data)))
+        rows.append(training_set_moments(make_problem(D, P, float(parameters.get("noise", 0.0)), rng_data,
+                                                      tuple(parameters.get("target", DEFAULT_TARGET)))))
     return {key: np.array([r[key] for r in rows]) for key in rows[0]} if rows else None

@@ -259,7 +259,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     t0 = time.perf_counter()
     per_seed = {name: np.empty((setup.seeds, len(tau))) for name in OBSERVABLES}
     lazy_train, lazy_test = [], []
-    moments = {f"u{k}": np.empty(setup.seeds) for k in MOMENT_ORDERS}
+    moments = {key: np.empty(setup.seeds) for key in [f"u{k}" for k in MOMENT_ORDERS] + ["y2"]}
     diverged_at = np.full(setup.seeds, np.nan)  # per seed: tau of its divergence, NaN if none
     with tqdm(total=setup.seeds * setup.n_steps, disable=not progress, unit="step", desc="simulate",
               mininterval=0.5) as bar:

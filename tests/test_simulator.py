@@ -391,10 +391,12 @@ def test_cli_simulate_stops_a_diverging_seed_and_exits_nonzero(tmp_path):
 
 # ------------------------------------------------------------ training-set moments, control-variate seed mean
 def test_training_set_moments_are_recorded_saved_and_recomputed(tmp_path):
-    r = simulate(alpha=1.0, ratio=2.0, eps=0.02, dim=30, dt=0.4, t_max=2.0, seeds=5, seed=11)
-    assert set(r.data_moments) == {"u2", "u4", "u6"} and r.data_moments["u4"].shape == (5,)
-    # train loss at tau = 0 is (1/P) sum (u^2/2)^2 = m4 / 4 exactly (f = 0 at initialisation)
-    np.testing.assert_allclose(r.per_seed["train_loss"][:, 0], r.data_moments["u4"] / 4, rtol=1e-12)
+    r = simulate(alpha=1.0, ratio=2.0, eps=0.02, dim=30, dt=0.4, t_max=2.0, seeds=5, seed=11, noise=0.1)
+    assert set(r.data_moments) == {"u2", "u4", "u6", "y2"} and r.data_moments["u4"].shape == (5,)
+    # train loss at tau = 0 is (1/P) sum y^2 (f = 0 at initialisation), without noise (u^2/2)^2 = m4 / 4
+    np.testing.assert_allclose(r.per_seed["train_loss"][:, 0], r.data_moments["y2"], rtol=1e-12)
+    clean = simulate(alpha=1.0, ratio=2.0, eps=0.02, dim=30, dt=0.4, t_max=2.0, seeds=5, seed=11)
+    np.testing.assert_allclose(clean.per_seed["train_loss"][:, 0], clean.data_moments["u4"] / 4, rtol=1e-12)
     path = tmp_path / "sim.h5"
     r.save(path)
     back = SimulationResult.load(path)

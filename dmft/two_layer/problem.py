@@ -309,7 +309,7 @@ class TwoLayerProblem:
 
     # control variate ------------------------------------------------------------------
     def _control_variate_state(self):
-        o, T1 = self.options, self.T1
+        T1 = self.T1
         return {"P": np.zeros((self.n_nodes, T1, T1)), "Q": np.zeros((self.n_nodes, T1, T1))}
 
     def _control_variate_row(self, t, st, cv, out_V, out_Vperp):
@@ -324,7 +324,7 @@ class TwoLayerProblem:
         of the second moments of xi_b is removed to first order in the site's nonlinearity.
         Returns corrections to the rows t of N_b, N_z, N_par (and accumulates the train loss one).
         """
-        o, mdl = self.options, self.model
+        mdl = self.model
         n = t + 1
         L = st.chol[:n, :n]
         kappa2 = mdl.kappa ** 2
