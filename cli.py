@@ -464,6 +464,7 @@ def _target_list(ctx, param, value):
 @_list_option("eps")
 @_list_option("noise")
 @_list_option("weight_decay")
+@_list_option("batch_fraction")
 @click.option("--target", callback=_target_list, metavar="C0,C1,...[;...]", default=format_target(DEFAULT_TARGET),
               show_default=True, help=help_text("target", fields(TwoLayerModel)["target"][1])
               + " Several targets separated by ';' make it a swept axis.")
@@ -488,9 +489,10 @@ def _target_list(ctx, param, value):
                    "Range: integer 1 <= workers <= 256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_usage_errors
-def sweep(alpha, ratio, eps, noise, weight_decay, target, dim, t_max, dt, grid, rtol, nodes, samples, seed, replicas, mc_tol, sim_seeds,
+def sweep(alpha, ratio, eps, noise, weight_decay, batch_fraction, target, dim, t_max, dt, grid, rtol, nodes, samples, seed, replicas, mc_tol, sim_seeds,
           sim_dim, sim_width, fraction, outdir, scheduler, workers, quiet):
-    """Solve the DMFT on the grid alpha x ratio (x eps x noise x weight decay x target) in parallel on Dask: one task and
+    """Solve the DMFT on the grid alpha x ratio (x eps x noise x weight decay x batch fraction x target) in parallel
+    on Dask: one task and
     one HDF5 file per point, plus OUTDIR/index.json (parameters, file, status, error, derived
     times t_train, t_test and the grokking delay t_test/t_train per point).  Points already in
     OUTDIR are skipped; the index keeps the points of earlier sweeps of OUTDIR; a point that a
@@ -510,14 +512,15 @@ def sweep(alpha, ratio, eps, noise, weight_decay, target, dim, t_max, dt, grid, 
     space = {"alpha": alpha, "ratio": ratio}
     fixed = dict(dim=dim, t_max=t_max, dt=dt, grid=grid, rtol=rtol, nodes=nodes, samples=samples, seed=seed,
                  replicas=replicas, mc_tol=mc_tol)
-    for name, values in (("eps", eps), ("noise", noise), ("weight_decay", weight_decay), ("target", target)):
+    for name, values in (("eps", eps), ("noise", noise), ("weight_decay", weight_decay),
+                         ("batch_fraction", batch_fraction), ("target", target)):
         if len(values) > 1:
             space[name] = values
         else:
             fixed[name] = values[0]
     # the lazy reference is kernel gradient flow without weight decay
-    simulate_opts = (dict(dim=sim_dim, width=sim_width, seeds=sim_seeds, lazy_reference=max(weight_decay) == 0.0)
-                     if sim_seeds else None)
+    simulate_opts = (dict(dim=sim_dim, width=sim_width, seeds=sim_seeds,
+                          lazy_reference=max(weight_decay) == 0.0) if sim_seeds else None)
     result = run_sweep(space, outdir, simulate=simulate_opts, scheduler=scheduler, n_workers=workers,
                        progress=not quiet, fraction=fraction, **fixed)
     click.echo(f"{len(result.points)} points: {len(result.computed)} computed, {len(result.skipped)} already done, "

@@ -45,6 +45,21 @@ counts epochs (one epoch = P/B steps = one full-batch step h), the Euler-stabili
 not get worse as B shrinks, and B = P is exactly full-batch GD (for B = P the batch is the whole
 training set in its natural order, so the arithmetic is bit-for-bit the full-batch one; tested).
 
+Minibatch SGD with Bernoulli batches (``batch_fraction=b``) and its time convention
+-------------------------------------------------------------------------------------
+At every step each training point is in the batch independently with probability b (a fresh draw per
+step), and the step is
+
+      w_i <- w_i + (2 eta / (alpha P b)) sum_{mu in batch} Delta_mu (1 + eps w_i.x_mu) x_mu,
+
+the gradient of (1/(bP)) sum_{mu in batch} Delta_mu^2 with the learning rate of full-batch descent; tau
+advances by h = eta / D per step, as in full-batch descent, so one unit of tau is 1/h steps whatever b,
+and the expected step is the full-batch step.  b = 1 is full-batch gradient descent, with no draws
+(bit for bit).  The DMFT of this scheme is ``dmft solve --batch-fraction b``.  The two conventions compare
+as follows: a fixed-size batch of B points advances tau by h B/P per step (tau counts epochs), a
+Bernoulli batch of fraction b = B/P by h per step with a gradient 1/b times larger; over one unit of
+tau both give each point the same expected weight.
+
 Observables (recorded at every record time; the DMFT uses the same names)
 --------------------------------------------------------------------------
 With bhat = beta / |beta| and, for every width, the decomposition w_i = A w_i(0) + b (the explicit
@@ -185,10 +200,11 @@ class _Network:
         d = self.residual()
         return float(d @ d) / self.problem.P
 
-    def step(self, rows=None, tau_step=None) -> bool:
+    def step(self, rows=None, tau_step=None, gain=1.0) -> bool:
         """One (S)GD step on the rows ``rows`` (None: all, full batch), advancing tau by ``tau_step``
-        (default eta / D; weight decay multiplies the weights by 1 - tau_step * omega).  Returns False,
-        without stepping, if a residual on the rows is non-finite or at least :data:`dmft.params.DIVERGENCE_BOUND`."""
+        (default eta / D; weight decay multiplies the weights by 1 - tau_step * omega), with the gradient
+        sum times ``gain`` (1/b for Bernoulli batches of fraction b).  Returns False, without stepping, if a
+        residual on the rows is non-finite or at least :data:`dmft.params.DIVERGENCE_BOUND`."""
         X, y = self._rows(rows)
         f, aux = self._full_fields() if rows is None else self._fields(rows)
         delta = y - f
@@ -198,10 +214,11 @@ class _Network:
         decay = 1.0
         if self.weight_decay > 0.0:
             decay = 1.0 - (self.eta / self.problem.D if tau_step is None else tau_step) * self.weight_decay
-        self._update(X, delta, aux, decay)
+        lr = self.lr_factor * gain
+        self._update(X, delta, aux, decay, lr)
         if decay != 1.0:
             self.b *= decay
-        self.b += self.lr_factor * (X.T @ (delta * (1.0 + self.eps * m)))
+        self.b += lr * (X.T @ (delta * (1.0 + self.eps * m)))
         self._full = None
         return True
 
@@ -273,10 +290,10 @@ class ReducedNetwork(_Network):
             f = self.alpha * (p + m - xv0 + 0.5 * self.eps * (quad + 2.0 * m * p + m * m - q0))
         return f, XA
 
-    def _update(self, X, delta, XA, decay=1.0):
+    def _update(self, X, delta, XA, decay, lr):
         if decay != 1.0:
             self.A *= decay
-        self.A += (self.lr_factor * self.eps) * (X.T @ (delta[:, None] * XA))
+        self.A += (lr * self.eps) * (X.T @ (delta[:, None] * XA))
 
     def _second_moment(self):
         """C = A M0 A^T (= A A^T for N = inf)."""
@@ -371,11 +388,11 @@ class ExplicitNetwork(_Network):
         f = self.alpha * (X @ (self.W.mean(axis=0) - self.w0_mean) + (0.5 * self.eps) * (quad - q0))
         return f, H
 
-    def _update(self, X, delta, H, decay=1.0):
+    def _update(self, X, delta, H, decay, lr):
         # sum_mu delta_mu (1 + eps h_i,mu) x_mu = X^T delta + eps (H^T (delta * X))_i
         dX = delta[:, None] * X
-        G = (self.eps * self.lr_factor) * (H.T @ dX)
-        G += self.lr_factor * (X.T @ delta)
+        G = (self.eps * lr) * (H.T @ dX)
+        G += lr * (X.T @ delta)
         if decay != 1.0:
             self.W *= decay
         self.W += G

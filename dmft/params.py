@@ -15,6 +15,9 @@ Conventions (paper names):
              (:mod:`dmft.target`; default (1/2, 0, 1/2), i.e. (beta.x)^2/2);
 * ``weight_decay``  omega >= 0: dW/dtau = -omega W - (gradient term); each gradient step multiplies the
              first-layer weights by (1 - h omega) besides its gradient step;
+* ``batch_fraction``  b in (0, 1]: minibatch SGD with Bernoulli batches (each point in the batch with
+             probability b at each step, gradient (1/(bP)) sum over the batch, tau advances by h per step);
+             b = 1 is full-batch gradient descent;
 * ``dim``    input dimension D (the DMFT uses it only for the teacher-spike seed 1/D);
 * time       tau = eta * t / D, with t the number of full-batch gradient steps and
              learning rate lr = eta * N / alpha^2.  A step of ``dt`` in tau is eta = dt * D.
@@ -147,6 +150,10 @@ class TwoLayerModel:
                             metavar="C0,C1,...", click_type=SequenceParam(check_target))
     weight_decay: float = setting(0.0, "Weight decay ω toward zero: dW/dτ = −ω W − (gradient term); each step of h "
                                   "multiplies the first-layer weights by (1 − h ω).", check=nonnegative(100.0))
+    batch_fraction: float = setting(1.0, "Minibatch SGD with Bernoulli batches: at every step each training point is in "
+                                    "the batch with probability b, the gradient is (1/(bP)) Σ over the batch and τ "
+                                    "advances by h as in full-batch descent. 1 is full-batch gradient descent.",
+                                    check=positive(1.0))
 
     def __post_init__(self):
         validate(self)

@@ -20,8 +20,8 @@ Each panel has one quantity on its y-axis and its legend below the axes, clear o
 Every artist carries a ``gid`` ``"<role>:<i>:<observable>"`` (role ``dmft``, ``sim``, ``lazy``,
 ``band``; i the index of the file in its role) so that tests and scripts can find it.
 
-Files whose model parameters (alpha, ratio, eps, noise, target, weight decay) or time step dt differ are
-refused with
+Files whose model parameters (alpha, ratio, eps, noise, target, weight decay, batch fraction) or time step dt
+differ are refused with
 :class:`ParameterMismatchError` naming each differing parameter and its values, unless
 ``force=True``.  The input dimension D is not checked (a DMFT at one D against simulations at
 another is a legitimate finite-size comparison); it appears in every label.
@@ -43,9 +43,9 @@ __all__ = ["compare", "phase", "phase_grid", "PhaseGrid", "save_figure", "Parame
            "load_curves", "Curves", "check_compatible"]
 
 #: parameters that must agree between the files of one comparison (unless force=True)
-CHECKED_PARAMETERS = ("alpha", "ratio", "eps", "noise", "target", "weight_decay", "dt")
+CHECKED_PARAMETERS = ("alpha", "ratio", "eps", "noise", "target", "weight_decay", "batch_fraction", "dt")
 #: the value a file without the parameter was computed with
-_IMPLIED = {"target": DEFAULT_TARGET, "weight_decay": 0.0}
+_IMPLIED = {"target": DEFAULT_TARGET, "weight_decay": 0.0, "batch_fraction": 1.0}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINESTYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 _N_MARKERS = 40
@@ -198,7 +198,7 @@ def _fmt(v: Any) -> str:
 
 
 _SYMBOL = {"alpha": "α", "ratio": "P/D", "eps": "ε", "noise": "σ", "dt": "h", "dim": "D", "t_max": "τ_max",
-           "target": "g", "weight_decay": "ω"}
+           "target": "g", "weight_decay": "ω", "batch_fraction": "b"}
 
 
 def _param_text(params: Mapping, keys: Iterable[str]) -> str:

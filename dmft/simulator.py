@@ -82,6 +82,9 @@ MAX_STEPS = 10**9
 
 SGD_CONVENTION = ("step on batch-mean loss with lr (B/P) eta N/alpha^2; tau advances eta (B/P)/D per step "
                   "(tau counts epochs; B = P is full batch)")
+#: the convention of Bernoulli batches (``batch_fraction`` b < 1), stored instead of SGD_CONVENTION
+BERNOULLI_CONVENTION = ("each point in the batch with probability b at every step; gradient (1/(bP)) sum over the "
+                        "batch with lr eta N/alpha^2; tau advances eta/D per step (b = 1 is full batch)")
 
 
 # ----------------------------------------------------------------------- validation
@@ -132,11 +135,12 @@ def _python_scalar(value):
 
 
 def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records, record_tau,
-              lazy_reference, target=DEFAULT_TARGET, weight_decay=0.0) -> _Setup:
+              lazy_reference, target=DEFAULT_TARGET, weight_decay=0.0, batch_fraction=1.0) -> _Setup:
     alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records, weight_decay = (
         _python_scalar(v) for v in (alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records,
                                     weight_decay))
-    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise, target=target, weight_decay=weight_decay)
+    model = TwoLayerModel(alpha=alpha, ratio=ratio, eps=eps, noise=noise, target=target, weight_decay=weight_decay,
+                          batch_fraction=_python_scalar(batch_fraction))
     # the ranges, before any compute; the values below are the normalised ones
     opts = SimulationSettings(dim=dim, width=width, dt=dt, eta=eta, t_max=t_max, batch=batch, seeds=seeds,
                               seed=seed, n_records=n_records, lazy_reference=lazy_reference)
@@ -150,6 +154,9 @@ def _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds
         h = DEFAULT_DT if opts.dt is None else opts.dt
         eta = h * D
     batch = None if opts.batch is None else check_int("batch", opts.batch, 1, P)
+    require(batch is None or model.batch_fraction == 1.0, "batch", batch,
+            f"None with batch_fraction = {model.batch_fraction:g} (fixed-size batches of B points or Bernoulli "
+            "batches of fraction b: give one)")
     tau_step = h if batch is None or batch == P else h * batch / P
     require(not (lazy_reference and model.weight_decay > 0), "lazy_reference", lazy_reference,
             "False with weight_decay > 0 (the lazy reference is kernel gradient flow without weight decay)")
@@ -206,6 +213,7 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
     j = 0  # next record (in sorted order)
     diverged_at = None
     P, B = setup.P, setup.batch
+    frac = setup.model.batch_fraction
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(setup.n_steps + 1):
             while j < T and rec_steps[order[j]] == n:
@@ -218,11 +226,14 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
                 j += 1
             if diverged_at is not None or n == setup.n_steps or j == T:
                 break
-            if B is None or B == P:
+            gain = 1.0
+            if frac < 1.0:  # Bernoulli batch: every point with probability b, the gradient sum times 1/b
+                rows, gain = np.flatnonzero(rng_b.random(P) < frac), 1.0 / frac
+            elif B is None or B == P:
                 rows = None  # B = P: the whole training set in natural order, i.e. exactly full batch
             else:
                 rows = np.sort(rng_b.choice(P, size=B, replace=False))
-            if not net.step(rows, setup.tau_step):
+            if not net.step(rows, setup.tau_step, gain):
                 diverged_at = n
                 break
             if bar is not None:
@@ -232,14 +243,15 @@ def _run_one(setup: _Setup, seed: int, bar) -> tuple[dict, Problem, int | None]:
 
 def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None, eta=None, t_max=12.0,
              batch=None, seeds=1, seed=0, n_records=200, record_tau=None, lazy_reference=False,
-             progress=False, target=DEFAULT_TARGET, weight_decay=0.0) -> SimulationResult:
+             progress=False, target=DEFAULT_TARGET, weight_decay=0.0, batch_fraction=1.0) -> SimulationResult:
     """Train ``seeds`` independent networks (each on its own data set) and record the observables.
 
     Parameters (see the module docstring for the model and every convention)
     ----------
     alpha, ratio, eps, noise, target, weight_decay : model (:class:`dmft.params.TwoLayerModel`): the teacher's
         Hermite coefficients (c_0, ..., c_K) and the weight decay omega (each step multiplies the weights by
-        1 - omega * (tau per step)).
+        1 - omega * (tau per step)); ``batch_fraction`` b < 1: Bernoulli batches (each point in the batch with
+        probability b at every step, the gradient (1/(bP)) sum over the batch, tau advances h per step).
     dim : input dimension D.   width : hidden units N (int) or ``math.inf`` (exact reduction).
     dt, eta : exactly one (default dt = 0.2): tau per full-batch step h, or eta = h D.
     t_max : final tau.   batch : minibatch size B (None = full batch), tau advances h B/P per step.
@@ -252,13 +264,14 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
     progress : tqdm progress bar over steps.
     """
     setup = _validate(alpha, ratio, eps, noise, dim, width, dt, eta, t_max, batch, seeds, seed, n_records,
-                      record_tau, lazy_reference, target, weight_decay)
+                      record_tau, lazy_reference, target, weight_decay, batch_fraction)
     tau = setup.record_steps * setup.tau_step
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     per_seed = {name: np.empty((setup.seeds, len(tau))) for name in OBSERVABLES}
     lazy_train, lazy_test = [], []
+    frac = setup.model.batch_fraction
     moments = {key: np.empty(setup.seeds) for key in [f"u{k}" for k in MOMENT_ORDERS] + ["y2"]}
     diverged_at = np.full(setup.seeds, np.nan)  # per seed: tau of its divergence, NaN if none
     with tqdm(total=setup.seeds * setup.n_steps, disable=not progress, unit="step", desc="simulate",
@@ -277,7 +290,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
                               RuntimeWarning, stacklevel=2)
             if lazy_reference:
                 kf = kernel_flow(problem.X, problem.y, setup.model.eps, tau, beta=problem.beta,
-                                 dt=setup.h if setup.batch is None else None, target=problem.target)
+                                 dt=setup.h if setup.batch is None and frac == 1.0 else None, target=problem.target)
                 lazy_train.append(kf.train_loss)
                 lazy_test.append(kf.test_loss)
     wall = time.perf_counter() - t0
@@ -312,7 +325,7 @@ def simulate(alpha, ratio, eps=0.02, noise=0.0, dim=200, width=math.inf, dt=None
         "record_grid": "log" if record_tau is None else "given",
         "lazy_reference": bool(lazy_reference),
         "ntk_points": min(setup.P, NTK_POINTS),
-        "sgd_convention": SGD_CONVENTION,
+        "sgd_convention": BERNOULLI_CONVENTION if m.batch_fraction < 1.0 else SGD_CONVENTION,
         "seeding": SEEDING,
         "test_loss_target": "clean g(beta.x), exact population average",
     }

@@ -30,7 +30,11 @@ CASES = [
     ["solve", *M, "--weight-decay", "1e3"],
     ["solve", *M, "--weight-decay", "6", "--dt", "0.2"],
     ["solve", *M, "--target", "0,1", "--finite-size"],
-    ["solve", *M, "--weight-decay", "0.01", "--finite-size"],
+    ["solve", *M, "--batch-fraction", "0.5", "--finite-size"],
+    ["solve", *M, "--batch-fraction", "0.5", "--grid", "adaptive"],
+    ["solve", *M, "--batch-fraction", "0"],
+    ["solve", *M, "--batch-fraction", "1.5"],
+    ["simulate", *M, "--batch-fraction", "0.5", "--batch", "10"],
     # solve: the numerics
     ["solve", *M, "--dim", "0"],
     ["solve", *M, "--dim", "1e9"],

@@ -27,12 +27,14 @@ class RowConstants(NamedTuple):
 
 class Sites(NamedTuple):
     """The sampled sites' fixed draws: u^2, label-noise normal, normals g driving xi_b = chol g, the clean target
-    g(u) and the signed teacher field u."""
+    g(u), the signed teacher field u, and the selection weights sigma(t) = s(t)/b of minibatch SGD (s ~ Bernoulli(b)
+    the site's membership of the batch at step t; all 1 for full-batch descent)."""
     u2: np.ndarray
     label_noise: np.ndarray
     gauss: np.ndarray
     target: np.ndarray
     u: np.ndarray
+    sel: np.ndarray
 
 
 class RowKernels(NamedTuple):
@@ -69,14 +71,14 @@ class SiteRows(NamedTuple):
 
 
 @njit(cache=True)
-def _readout_mean(t, hl, chol, g, R_b, ell):
-    """m(t) = xi_b(t) + h lambda sum_{tp<t} R_b(t,tp) ell_b(tp), xi_b(t) = sum_{j<=t} chol(t,j) g_j
-    (a causal draw from GP(0, C_b))."""
+def _readout_mean(t, hl, chol, g, R_b, ell, sel):
+    """m(t) = xi_b(t) + h lambda sum_{tp<t} R_b(t,tp) sigma(tp) ell_b(tp), xi_b(t) = sum_{j<=t} chol(t,j) g_j
+    (a causal draw from GP(0, C_b)); the site kicks the weights only at the steps it is selected (sigma)."""
     mm = 0.0
     for j in range(t + 1):
         mm += chol[t, j] * g[j]
     for tp in range(t):
-        mm += hl * R_b[t, tp] * ell[tp]
+        mm += hl * R_b[t, tp] * (ell[tp] * sel[tp])
     return mm
 
 
@@ -90,28 +92,29 @@ def _residual(c, y, uu, label, mm, v_tt, nb):
 
 
 @njit(cache=True)
-def _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows):
-    """Row t of the site's Rhat_z, N_z, N_par, N_b, V and V_perp terms."""
+def _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows, sel):
+    """Row t of the site's Rhat_z, N_z, N_par, N_b, V and V_perp terms (its kicks weighted by sigma)."""
+    dl = dl * sel[t]
     cc = lam * kappa * kappa * dl
-    lb = ell[b, t]
+    lb = ell[b, t] * sel[t]
     for k in range(t + 1):
         rows.Rz[b, k] = kappa * dl * G[t, k]
-        dk = Delta[b, k]
+        dk = Delta[b, k] * sel[k]
         rows.Nz[b, k] = cc * dk * vv[k]
         rows.Npar[b, k] = cc * uu * dk * vz[k]
-        rows.Nb[b, k] = lam * lb * ell[b, k]
+        rows.Nb[b, k] = lam * lb * (ell[b, k] * sel[k])
         rows.V[b, k] = vv[k]
         rows.Vperp[b, k] = vz[k]
 
 
 @njit(cache=True)
-def _readout_tangent(t, hl, R_b, DL, source):
-    """Row t of dm / d(source): source e_t + h lambda sum_{tp<t} R_b(t,tp) DL(tp,:) (source 1 for a
+def _readout_tangent(t, hl, R_b, DL, source, sel):
+    """Row t of dm / d(source): source e_t + h lambda sum_{tp<t} R_b(t,tp) sigma(tp) DL(tp,:) (source 1 for a
     source in m itself, 0 for one elsewhere whose response DL carries)."""
     dm = np.zeros(t + 1)
     dm[t] = source
     for tp in range(t):
-        c2 = hl * R_b[t, tp]
+        c2 = hl * R_b[t, tp] * sel[tp]
         if c2 != 0.0:
             for k in range(tp + 1):
                 dm[k] += c2 * DL[tp, k]
@@ -143,7 +146,7 @@ def _memory_response(t, hl, kappa, G, R, nb):
 @njit(cache=True)
 def _data_side_site(b, t, c, sites, K, st, rows):
     """Site b of :func:`_data_side_row`."""
-    u2, label_noise, gauss, target, u = sites
+    u2, label_noise, gauss, target, u, selection = sites
     R_z, C_z, S, R_b, mu_b = K
     chol, Gam, dDelta, dEll, m, Delta, ell = st
     gamma = 2.0 / c.alpha
@@ -154,13 +157,14 @@ def _data_side_site(b, t, c, sites, K, st, rows):
     G = Gam[b]
     DD = dDelta[b]
     DL = dEll[b]
-    mm = _readout_mean(t, hl, chol, gauss[b], R_b, ell[b])
+    sel = selection[b]
+    mm = _readout_mean(t, hl, chol, gauss[b], R_b, ell[b], sel)
     if mu_b[t] != 0.0:  # the readout mean's teacher component, mu_b u (odd targets)
         mm += mu_b[t] * u[b]
     m[b, t] = mm
     coeff = np.empty(t)
     for tp in range(t):
-        coeff[tp] = hl * kappa * R_z[t, tp] * Delta[b, tp]
+        coeff[tp] = hl * kappa * R_z[t, tp] * (Delta[b, tp] * sel[tp])
     _resolvent_row(G, t, coeff)
     vz = np.empty(t + 1)
     vs = np.empty(t + 1)
@@ -170,17 +174,17 @@ def _data_side_site(b, t, c, sites, K, st, rows):
     dl = _residual(c, target[b], uu, label_noise[b], mm, vv[t], 1.0)
     Delta[b, t] = dl
     ell[b, t] = dl * (gamma + kappa * mm)
-    _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows)
+    _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows, sel)
     # tangent row t: d Delta = -alpha (1 + eps m) dm - a dV(t,t), with
     # dV(t,t)/dDelta(t2) = 2 h lambda kappa (Gamma R_z)(t,t2) V(t2,t)
-    dm = _readout_tangent(t, hl, R_b, DL, 1.0)
+    dm = _readout_tangent(t, hl, R_b, DL, 1.0, sel)
     f1 = -c.alpha * (1.0 + c.eps * mm)
     for k in range(t + 1):
         DD[t, k] = f1 * dm[k]
     gr = _memory_response(t, hl, kappa, G, R_z, 1.0)
     lt = np.empty(t)
     for t2 in range(t):
-        lt[t2] = 2.0 * hl * kappa * (gr[t2] * vv[t2])
+        lt[t2] = 2.0 * hl * kappa * (gr[t2] * vv[t2]) * sel[t2]
     _tangent_memory(t, DD, lt, a)
     f2 = gamma + kappa * mm
     f3 = kappa * dl
@@ -188,7 +192,7 @@ def _data_side_site(b, t, c, sites, K, st, rows):
     for k in range(t + 1):
         v = f2 * DD[t, k] + f3 * dm[k]
         DL[t, k] = v
-        Rb[b, k] = v
+        Rb[b, k] = v * sel[t]
 
 
 @njit(parallel=True, cache=True)

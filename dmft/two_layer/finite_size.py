@@ -210,7 +210,8 @@ class FiniteSizeRows(NamedTuple):
 @njit(cache=True)
 def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows):
     """Site b of :func:`_finite_size_row`; ``tilt`` = :func:`_mode_tilt` at row t."""
-    u2, label_noise, gauss, target, u = sites
+    u2, label_noise, gauss, target, u, selection = sites
+    sel = selection[b]  # all 1: the finite-size terms are derived for full-batch descent
     R_z, C_z, S, R_b, mu_b = K
     chol, Gam, dDelta, dEll, m, Delta, ell = st
     phi_hat, C_q, R_par = fk
@@ -231,7 +232,7 @@ def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows)
     # the site's bulk norm n = |x_perp|^2 (docs/finite-size.md, section 3c): the quadratic sector's
     # memory and covariances scale with n, the cross field with sqrt(n); the readout mean keeps n = 1
     nb = norm[b]
-    mm = _readout_mean(t, hl, chol, gauss[b], R_b, ell[b])
+    mm = _readout_mean(t, hl, chol, gauss[b], R_b, ell[b], sel)
     m[b, t] = mm
     # Gamma: bulk memory plus the teacher coordinate's own memory; Gc: bulk memory only
     coeff = np.empty(t)
@@ -275,7 +276,7 @@ def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows)
     dl = _residual(c, target[b], uu, label_noise[b], mm, vv[t], nb)
     Delta[b, t] = dl
     ell[b, t] = dl * (gamma + kappa * mm)
-    _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows)
+    _write_site_rows(b, t, lam, kappa, dl, uu, G, Delta, ell, vv, vz, rows, sel)
     for k in range(t + 1):
         Rq[b, k] = kappa * dl * G[t, k]
         Rpar[b, k] = kappa * dl * Gc[t, k]
@@ -284,7 +285,7 @@ def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows)
         VF[t, k] = vv[k]
         VF[k, t] = vv[k]
     # tangent row t (as the D -> inf row), the memory of Gamma now also the teacher coordinate's
-    dm = _readout_tangent(t, hl, R_b, DL, 1.0)
+    dm = _readout_tangent(t, hl, R_b, DL, 1.0, sel)
     f1 = -c.alpha * (1.0 + c.eps * mm)
     for k in range(t + 1):
         DD[t, k] = f1 * dm[k]
@@ -310,7 +311,7 @@ def _finite_size_site(b, t, tilt, c, sites, K, st, rows, fk, fsites, fst, frows)
     # tangent (memorisation through m, and v through Gamma), injected at v instead of m
     XV = dDv[b]
     XL = dEv[b]
-    dmv = _readout_tangent(t, hl, R_b, XL, 0.0)
+    dmv = _readout_tangent(t, hl, R_b, XL, 0.0, sel)
     for k in range(t + 1):
         XV[t, k] = f1 * dmv[k]
     XV[t, t] -= a

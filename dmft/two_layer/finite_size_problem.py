@@ -134,6 +134,8 @@ class FiniteSizeProblem(TwoLayerProblem):
         n, w, avg, kappa = t + 1, self.weights, st.avg, self.model.kappa
         avg["Rhat_z"][t, t] += self._site_covariance_rate(t, st, K["C_z"])
         avg["Rhat_q"][t, :n] = w @ scratch["out_Rq"][:, :n]
+        if self.model.weight_decay > 0.0:  # the cross direction decays like every weight-side coordinate
+            avg["Rhat_q"][t, t] -= self.model.weight_decay
         phi_hat = scratch["phi_hat"]
         if phi_hat[t] > 0.0:  # the coherent pull acts as an extra growth rate of z_par = sqrt(D) phi Z
             pull = float(w @ scratch["out_pull"])

@@ -72,15 +72,18 @@ class TwoLayerProblem:
                 f"samples + 40) bytes), {avail / 2**30:.1f} GiB available; "
                 f"allowed range is at most 80% of available memory: lower --samples/--nodes or t_max/dt")
         # Euler steps of the linear fit modes (rates up to 2 (1 + sqrt(lambda))^2, the Marchenko-Pastur edge)
-        # are stable only for h < 1 / (1 + sqrt(lambda))^2; gradient descent with eta = h D diverges beyond.
-        h_max = 1.0 / (1.0 + math.sqrt(model.lam)) ** 2
+        # are stable only for h < 1 / (1 + sqrt(lambda))^2; gradient descent with eta = h D diverges beyond.  A
+        # Bernoulli batch of fraction b is a data set of b P points with the gradient 1/b larger: lambda / b.
+        frac = model.batch_fraction
+        h_max = 1.0 / (1.0 + math.sqrt(model.lam / frac)) ** 2
         require(options.dt < h_max, "dt", options.dt,
-                f"0 < dt < 1/(1 + sqrt(1/ratio))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
-                f"ratio = {model.ratio:g}; gradient descent with eta = dt*D diverges beyond it)")
+                f"0 < dt < 1/(1 + sqrt(1/(ratio b)))^2 = {h_max:.4g} (Euler stability of the linear fit modes at "
+                f"ratio = {model.ratio:g}, batch fraction b = {frac:g}; gradient descent with eta = dt*D diverges "
+                "beyond it)")
         if options.finite_size:
-            require(model.target == DEFAULT_TARGET and model.weight_decay == 0.0, "finite_size", True,
-                    "False unless target = (0.5, 0, 0.5) and weight_decay = 0 (the finite-size terms are derived for "
-                    "the quadratic target without weight decay)")
+            require(model.target == DEFAULT_TARGET and model.batch_fraction == 1.0, "finite_size", True,
+                    "False unless target = (0.5, 0, 0.5) and batch_fraction = 1 (the finite-size terms are derived "
+                    "for full-batch descent on the quadratic target)")
         require(options.dt * model.weight_decay < 1.0, "weight_decay", model.weight_decay,
                 f"0 <= weight_decay < 1/dt = {1.0 / options.dt:.4g} (each step multiplies the weights by "
                 "1 - dt * weight_decay, which must stay positive)")
@@ -108,10 +111,19 @@ class TwoLayerProblem:
             u, wq = np.concatenate([u, -u]), np.concatenate([wq, wq]) / 2.0
         nodes = self.n_nodes
         half, S = o.samples // 2, o.samples
-        per = S + 1  # sampled sites of a node, then its noise-free twin (control variate)
         rng = np.random.default_rng(o.seed)
         g = rng.standard_normal((nodes, half, T1))
         n = rng.standard_normal((nodes, half))
+        sgd = self.model.batch_fraction < 1.0
+        if sgd:
+            # minibatch SGD: every antithetic pair is a node of its own, with its own selection path s(t) ~ Bernoulli(b)
+            # (below) and its own noise-free twin on that path, whose linearisation is then the control variate of
+            # the pair (a twin on another path than its sites' makes the corrections run away through the kernels)
+            u, wq = np.repeat(u, half), np.repeat(wq, half) / half
+            g, n = g.reshape(nodes * half, 1, T1), n.reshape(nodes * half, 1)
+            nodes, half, S = nodes * half, 1, 2
+            self.n_nodes = nodes
+        per = S + 1  # sampled sites of a node, then its noise-free twin (control variate)
         gauss = np.zeros((nodes, per, T1))
         gauss[:, :half], gauss[:, half:S] = g, -g
         label = np.zeros((nodes, per))
@@ -127,15 +139,24 @@ class TwoLayerProblem:
         self.target = evaluate(self.model.target, self.u)
         self.node_weight = wq
         self.twins = np.arange(nodes) * per + S
-        if o.control_variate:
+        # the selection weights sigma(t) = s(t) / b of each node (a pair and its twin), drawn last so that the other
+        # draws do not depend on b
+        self.sel = np.ones((nodes * per, T1))
+        if sgd:
+            b = self.model.batch_fraction
+            self.sel = np.ascontiguousarray(np.repeat((rng.random((nodes, T1)) < b) / b, per, axis=0))
+        self.control_variate = o.control_variate
+        if self.control_variate:
             # I - G_hat: excess of the identity over each node's empirical second moment of g
             self.excess = np.eye(T1)[None] - np.einsum("nst,nsu->ntu", gauss[:, :S], gauss[:, :S]) / S
-        self.control_variate = o.control_variate
         # batches of whole antithetic pairs, across every node, for within-run error bars
         self.n_batches = min(16, half)
         k = np.arange(per)
         batch = np.where(k < S, (k % half) % self.n_batches, -1)
         self.batch_of = np.tile(batch, nodes)
+        if sgd:  # one pair per node: the batches are of nodes
+            self.n_batches = min(16, o.samples // 2)
+            self.batch_of = np.where(np.tile(k < S, nodes), np.repeat(np.arange(nodes) % self.n_batches, per), -1)
 
     def _draw_variant_samples(self, rng, weights):
         """A variant's own draws, from ``rng`` after the D -> inf samples (which stay the same);
@@ -186,7 +207,8 @@ class TwoLayerProblem:
         avg = st.avg
         w, wu = self.weights, self.weights * self.u2
         constants = RowConstants(o.dt, mdl.lam, mdl.alpha, mdl.eps, 1.0 / o.dim, mdl.noise)
-        sites = Sites(self.u2, self.label_noise, self.gauss, self.target, self.u)
+        sites = Sites(self.u2, self.label_noise, self.gauss, self.target, self.u, self.sel)
+        sgd = mdl.batch_fraction < 1.0
         mu_b = K["mu_b"][:, 0] if "mu_b" in K else np.zeros(T1)
         decay = 1.0 - o.dt * mdl.weight_decay
 
@@ -213,15 +235,16 @@ class TwoLayerProblem:
                             SiteState(st.chol, st.Gam, st.dDelta, st.dEll, st.m, st.Delta, st.ell), rows, st, K,
                             scratch)
             with np.errstate(all="ignore"):  # a diverging site is detected just below, not warned about
-                st.trace_drive[t] = w @ (st.Delta[:, t] * rows.V[:, t])  # E[Delta V(t,t)], trace_sum_rule
+                st.trace_drive[t] = w @ (st.Delta[:, t] * rows.V[:, t] * (self.sel[:, t] if sgd else 1.0))
+                # E[sigma Delta V(t,t)], trace_sum_rule
                 avg["Rhat_z"][t, :n] = w @ rows.Rz[:, :n]
                 avg["Rhat_par"][t, :n] = wu @ self._spike_response_rows(rows, scratch)[:, :n]
                 avg["Rhat_b"][t, :n] = w @ rows.Rb[:, :n]
                 if mdl.weight_decay > 0.0:  # theta(t+1) = (1 - h omega) theta(t) + ...: -omega on the diagonal
                     for name in ("Rhat_z", "Rhat_par", "Rhat_b"):
                         avg[name][t, t] -= mdl.weight_decay
-                if st.u_ell is not None:
-                    st.u_ell[t] = (w * self.u) @ st.ell[:, t]
+                if st.u_ell is not None:  # E[sigma u ell_b(t)]: the teacher coordinate's drive (selected kicks)
+                    st.u_ell[t] = (w * self.u) @ (st.ell[:, t] * self.sel[:, t] if sgd else st.ell[:, t])
                 self._variant_averages(t, st, K, scratch)
                 corr = self._control_variate_row(t, st, cv, rows.V, rows.Vperp) if cv is not None else {}
                 for name, r in (("N_z", rows.Nz), ("N_par", rows.Npar), ("N_b", rows.Nb)):

@@ -177,6 +177,9 @@ def _solve_flow(model, opts, how, out, resume, progress):
         if value != allowed:
             raise ParameterError(f"invalid {name}={value!r} with grid='adaptive': allowed is {allowed!r} (the "
                                  "adaptive grid has no iteration, training-set replicas or mid-pass checkpoints)")
+    if model.batch_fraction != 1.0:
+        raise ParameterError(f"invalid batch_fraction={model.batch_fraction!r} with grid='adaptive': allowed is 1 "
+                             "(minibatch SGD is discrete in time: solve it on the uniform grid of its steps)")
     problem = FlowProblem.from_settings(model, opts)
     problem.run_parameters = {"replicas": how.replicas, "mc_tol": how.mc_tol, "datasets": 0}
     first = MIN_REPLICAS if how.replicas is None else how.replicas
