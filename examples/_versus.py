@@ -17,12 +17,14 @@ from _output import DPI, figure_path, table_path  # noqa: E402
 
 
 def run_point(point: dict, dim: int, seeds: int) -> dict:
-    """The DMFT (``solve`` at this D, default sampling) and ``seeds`` exact infinite-width networks at the same step:
+    """The DMFT (``solve`` at this D, default sampling unless ``point["options"]``) and ``seeds`` exact infinite-width
+    networks at the same step:
     per observable the largest deviation over tau between the DMFT and the networks' mean over training sets (with
     the training set's label moment as control variate, ``SimulationResult.seed_mean``), the networks' and the
     DMFT's standard errors there, and both curves."""
     t0 = time.time()
-    theory = solve(**point["model"], dim=dim, dt=point["dt"], t_max=point["t_max"], progress=False)
+    theory = solve(**point["model"], **point.get("options", {}), dim=dim, dt=point["dt"], t_max=point["t_max"],
+                   progress=False)
     t1 = time.time()
     sims = simulate(**point["model"], dim=dim, dt=point["dt"], t_max=point["t_max"], seeds=seeds, seed=1000,
                     record_tau=theory.observables["tau"])

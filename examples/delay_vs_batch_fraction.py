@@ -16,7 +16,8 @@ How to run (from the repository root)
     python examples/delay_vs_batch_fraction.py [--workers 2] [--figures | --out-dir DIR]
 
 What it costs
-    About 25 minutes on 2 cores (12 nodes x 8 antithetic pairs per sampling replica, 4 replicas per point).
+    13 minutes on 2 cores shared with other runs (12 nodes x 8 antithetic pairs per sampling replica, 4 replicas
+    per point, T = 400 steps; 8 networks per point).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ How to run (from the repository root)
     python examples/delay_vs_weight_decay.py [--workers 2] [--figures | --out-dir DIR]
 
 What it costs
-    About 10 minutes on 2 cores (12 nodes x 16 paths per sampling replica, 4 replicas per point).
+    55 minutes on 2 cores shared with other runs (12 nodes x 16 paths per sampling replica, 4 replicas per point,
+    T = 600 steps; 8 networks per point).
 """
 from __future__ import annotations
 
