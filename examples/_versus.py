@@ -65,7 +65,9 @@ def plot_table(args, name: str, table: dict, points: dict, dims) -> None:
     fig, axes = plt.subplots(1, len(points), figsize=(5 * len(points), 3.8), layout="constrained", squeeze=False)
     for ax, key_point in zip(axes[0], points):
         for j, dim in enumerate(dims):
-            r = table[f"{key_point}/{dim}"]
+            r = table.get(f"{key_point}/{dim}")
+            if r is None:  # a row not computed (yet)
+                continue
             tau = np.array(r["tau"])
             for k, color in (("train_loss", "C0"), ("test_loss", "C3")):
                 word = k.split("_")[0]
@@ -79,5 +81,5 @@ def plot_table(args, name: str, table: dict, points: dict, dims) -> None:
         ax.set_xlabel("τ")
         ax.set_ylabel("loss")
         ax.set_yscale("log")
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="upper right")
+    axes[0][0].legend(fontsize=6, ncol=2, loc="upper right")
     fig.savefig(figure_path(args, name), dpi=DPI)
