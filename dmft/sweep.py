@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .params import ParameterError, SimulationSettings, TwoLayerModel
+from .target import DEFAULT_TARGET
 from .solvers import settings
 from .two_layer.settings import SOLVE_SETTINGS
 
@@ -120,11 +121,18 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+#: model parameters hashed as absent at these values (their defaults), so that a point that spells out the default
+#: (the command line always passes them) and one that leaves it out share a file
+_DEFAULT_MODEL = {"target": list(DEFAULT_TARGET), "weight_decay": 0.0, "batch_fraction": 1.0}
+
+
 def point_name(params: Mapping[str, Any], swept: list[str], extra: Any = None) -> str:
     """File stem of a point: the swept parameters, then an 8-hex hash of all parameters (and
-    ``extra``).  Numbers are hashed as floats, so ratio=2 and ratio=2.0 name one file."""
-    blob = json.dumps({"params": {k: _canonical(v) for k, v in params.items()}, "extra": _canonical(extra)},
-                      sort_keys=True)
+    ``extra``).  Numbers are hashed as floats, so ratio=2 and ratio=2.0 name one file; the target, weight
+    decay and batch fraction at their defaults are hashed as absent."""
+    hashed = {k: _canonical(v) for k, v in params.items()
+              if not (k in _DEFAULT_MODEL and _canonical(v) == _DEFAULT_MODEL[k])}
+    blob = json.dumps({"params": hashed, "extra": _canonical(extra)}, sort_keys=True)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     head = "_".join(f"{k}{_short(_canonical(params[k]))}" for k in swept)
     return f"{head}-{digest}" if head else digest

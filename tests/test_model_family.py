@@ -268,6 +268,9 @@ def test_sweep_takes_weight_decay_and_targets_as_axes():
     a = point_name({"alpha": 1.0, "target": [0.5, 0.3, 0.5]}, ["target"])
     b = point_name({"alpha": 1.0, "target": (0.5, 0.3, 0.5)}, ["target"])
     assert a == b and a.startswith("target0.5,0.3,0.5-")
+    # the defaults spelled out (as the command line passes them) or left out name the same file
+    assert (point_name({"alpha": 1.0, "target": [0.5, 0, 0.5], "weight_decay": 0.0, "batch_fraction": 1.0}, [])
+            == point_name({"alpha": 1.0}, []) != point_name({"alpha": 1.0, "weight_decay": 0.1}, []))
     from dmft.cli import main
 
     out = CliRunner().invoke(main, ["sweep", "--help"])
