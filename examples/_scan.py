@@ -71,6 +71,19 @@ def _num_of(d, key):
     return float("nan") if v is None else float(v)
 
 
+def scan_main(doc, key, values, fixed, simulate, name, symbol, xlabel, title, log_x=False):
+    """The command line of a scan example (``--workers``, ``--figures`` / ``--out-dir``), then
+    :func:`scan_with_networks`."""
+    import argparse
+
+    from _output import add_output_options
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
+    add_output_options(ap)
+    scan_with_networks(ap.parse_args(), key, values, fixed, simulate, name, symbol, xlabel, title, log_x)
+
+
 def scan_with_networks(args, key, values, fixed, simulate, name, symbol, xlabel, title, log_x=False):
     """A Dask sweep of the DMFT over ``key`` = ``values`` (``fixed`` the other settings) with ``simulate`` networks
     at every point (files in ``out/examples/<name>/``); prints t_train, t_test and the delay of both and draws the

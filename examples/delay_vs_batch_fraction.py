@@ -21,28 +21,18 @@ What it costs
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from _output import add_output_options  # noqa: E402
-from _scan import scan_with_networks  # noqa: E402
+from _scan import scan_main  # noqa: E402
 
 FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 FIXED = dict(alpha=1.0, ratio=5.5, eps=0.1, dim=200, dt=0.1, t_max=40.0, nodes=12, samples=16, seed=0, replicas=4)
 SIMULATE = dict(dim=200, seeds=8, seed=100)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
-    add_output_options(ap)
-    args = ap.parse_args()
-    scan_with_networks(args, "batch_fraction", FRACTIONS, FIXED, SIMULATE, "delay_vs_batch_fraction", "b", "batch fraction b",
-                       f"grokking under minibatch SGD: α = {FIXED['alpha']:g}, ε = {FIXED['eps']:g}, P/D = {FIXED['ratio']:g}, "
-                       f"h = {FIXED['dt']:g}, D = {FIXED['dim']}", log_x=True)
-
-
 if __name__ == "__main__":
-    main()
+    scan_main(__doc__, "batch_fraction", FRACTIONS, FIXED, SIMULATE, "delay_vs_batch_fraction", "b", "batch fraction b",
+              f"grokking under minibatch SGD: α = {FIXED['alpha']:g}, ε = {FIXED['eps']:g}, P/D = {FIXED['ratio']:g}, "
+              f"h = {FIXED['dt']:g}, D = {FIXED['dim']}", log_x=True)

@@ -21,28 +21,18 @@ What it costs
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from _output import add_output_options  # noqa: E402
-from _scan import scan_with_networks  # noqa: E402
+from _scan import scan_main  # noqa: E402
 
 DECAYS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04)
 FIXED = dict(alpha=1.0, ratio=5.5, eps=0.02, dim=200, dt=0.4, t_max=240.0, nodes=12, samples=16, seed=0, replicas=4)
 SIMULATE = dict(dim=200, seeds=8, seed=100)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
-    add_output_options(ap)
-    args = ap.parse_args()
-    scan_with_networks(args, "weight_decay", DECAYS, FIXED, SIMULATE, "delay_vs_weight_decay", "ω", "weight decay ω",
-                       f"grokking with weight decay: α = {FIXED['alpha']:g}, ε = {FIXED['eps']:g}, P/D = {FIXED['ratio']:g}, "
-                       f"h = {FIXED['dt']:g}, D = {FIXED['dim']}", log_x=False)
-
-
 if __name__ == "__main__":
-    main()
+    scan_main(__doc__, "weight_decay", DECAYS, FIXED, SIMULATE, "delay_vs_weight_decay", "ω", "weight decay ω",
+              f"grokking with weight decay: α = {FIXED['alpha']:g}, ε = {FIXED['eps']:g}, P/D = {FIXED['ratio']:g}, "
+              f"h = {FIXED['dt']:g}, D = {FIXED['dim']}", log_x=False)
