@@ -13,9 +13,7 @@ reports (largest over tau).
 
     python benchmarks/bench_sampling.py          # about 2 minutes on 2 cores
 """
-import json
-import subprocess
-import sys
+from _children import run_children
 
 CASE = dict(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=120.0)
 CONFIGS = {"default": {}, "24x64, 2 replicas": dict(nodes=24, samples=64, replicas=2)}
@@ -38,11 +36,7 @@ print(json.dumps({"wall_s": wall, "peak_gib": resource.getrusage(resource.RUSAGE
 
 
 def main():
-    rows = {}
-    for name, config in CONFIGS.items():
-        out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(CASE), json.dumps(config)],
-                             capture_output=True, text=True, check=True).stdout
-        rows[name] = json.loads(out.strip().splitlines()[-1])
+    rows = run_children(_CHILD, CASE, CONFIGS)
     print("c1 (alpha 1, eps 0.02, ratio 5.5, h 0.4, tau <= 120, T = 300)")
     print(f"  {'sampling':20s} {'wall s':>8s} {'peak GiB':>9s} {'replicas':>9s} {'MC SE train':>12s} {'MC SE test':>11s}"
           f" {'train(120)':>11s} {'test(120)':>10s}")

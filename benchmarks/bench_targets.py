@@ -13,9 +13,7 @@ Prints wall time (after a warm-up solve that compiles or loads the Numba kernels
 
     python benchmarks/bench_targets.py          # about 1 minute on 2 cores
 """
-import json
-import subprocess
-import sys
+from _children import run_children
 
 CASE = dict(alpha=1.0, ratio=5.5, eps=0.02, dt=0.4, t_max=120.0, replicas=1)
 CONFIGS = {"quadratic": {}, "even, degree 4": dict(target=[0.5, 0, 0.5, 0, 0.05]),
@@ -37,11 +35,7 @@ print(json.dumps({"wall_s": wall, "peak_gib": resource.getrusage(resource.RUSAGE
 
 
 def main():
-    rows = {}
-    for name, config in CONFIGS.items():
-        out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(CASE), json.dumps(config)],
-                             capture_output=True, text=True, check=True).stdout
-        rows[name] = json.loads(out.strip().splitlines()[-1])
+    rows = run_children(_CHILD, CASE, CONFIGS)
     print("c1 (alpha 1, eps 0.02, ratio 5.5, h 0.4, tau <= 120, T = 300), one replica of 12 x 16 sites")
     print(f"  {'model':16s} {'wall s':>8s} {'peak GiB':>9s} {'train(120)':>11s} {'test(120)':>10s}")
     for name, r in rows.items():
