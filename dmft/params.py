@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import click
 import numpy as np
 
 from .solvers.settings import setting, validate
@@ -65,23 +66,20 @@ __all__ = [
     "LinearGrid",
 ]
 
-class SequenceParam:
-    """The click type of a sequence setting: its comma-separated text, converted by the setting's check (so the
-    command line's default and values are the same tuples as the Python API's)."""
+class SequenceParam(click.ParamType):
+    """The click type of a sequence setting: its comma-separated text, converted by the setting's ``check`` (so
+    the command line's default and values are the same tuples as the Python API's)."""
 
-    def __new__(cls, check):
-        import click
+    name = "list"
 
-        class _Param(click.ParamType):
-            name = "list"
+    def __init__(self, check):
+        self.check = check
 
-            def convert(self, value, param, ctx):
-                try:
-                    return check(param.name if param is not None else "value", value)
-                except ParameterError as err:
-                    self.fail(str(err), param, ctx)
-
-        return _Param()
+    def convert(self, value, param, ctx):
+        try:
+            return self.check(param.name if param is not None else "value", value)
+        except ParameterError as err:
+            self.fail(str(err), param, ctx)
 
 
 #: largest accepted seed (numpy seeds are unbounded; files store them as 64-bit integers)
