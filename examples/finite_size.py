@@ -74,13 +74,15 @@ DATASETS = 64  # the sd of log s from 16 replicas is uncertain by ~20 % (docs/fi
 CURVES = ("train_loss", "test_loss", "spike", "spike_bulk_cross")
 
 
-def simulations(case, dim, cache: Path):
-    """Per-seed curves of SIM_SEEDS[dim] networks (seeds FIRST_SEED, ...), from the cache or simulated."""
-    c = CASES[case]
+def simulations(case, dim, cache: Path, params=None, seeds=None):
+    """Per-seed curves of ``seeds`` (default SIM_SEEDS[dim]) networks (seeds FIRST_SEED, ...), from the cache
+    or simulated; ``params``: the case's parameters (default CASES[case])."""
+    c = params or CASES[case]
+    n_seeds = seeds or SIM_SEEDS[dim]
     tau = np.arange(0.0, c["t_max"] + 1e-9, 2 * c["dt"])
     runs = [SimulationResult.load(p) for p in sorted(cache.glob(f"{case}_D{dim}_s*_n*.h5"))]
     have = sum(r.per_seed["train_loss"].shape[0] for r in runs)
-    need = SIM_SEEDS[dim] - have
+    need = n_seeds - have
     if need > 0:
         t0 = time.perf_counter()
         r = simulate(alpha=c["alpha"], ratio=c["ratio"], eps=c["eps"], dim=dim, dt=c["dt"], t_max=c["t_max"],
@@ -89,9 +91,9 @@ def simulations(case, dim, cache: Path):
         r.save(cache / f"{case}_D{dim}_s{FIRST_SEED + have}_n{need}.h5")
         print(f"  simulated {need} networks at D={dim} in {time.perf_counter() - t0:.0f} s", flush=True)
         runs.append(r)
-    per_seed = {k: np.concatenate([r.per_seed[k] for r in runs])[: SIM_SEEDS[dim]] for k in CURVES}
+    per_seed = {k: np.concatenate([r.per_seed[k] for r in runs])[:n_seeds] for k in CURVES}
     # each training set's fourth moment of u, the control variate of the seed mean (SimulationResult.seed_mean)
-    per_seed["u4"] = np.concatenate([r.data_moments["u4"] for r in runs])[: SIM_SEEDS[dim]]
+    per_seed["u4"] = np.concatenate([r.data_moments["u4"] for r in runs])[:n_seeds]
     return runs[0].tau, per_seed
 
 
@@ -108,23 +110,25 @@ def _source_hash():
     return h.hexdigest()[:10]
 
 
-def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES):
-    """The DMFT's curves for sampling seeds 0 .. seeds-1; each seed's curves are cached under ``cache``
+def dmft_curves(case, dim, finite_size, seeds=DMFT_SEEDS, cache: Path | None = None, nodes=DMFT_NODES,
+                params=None, samples=DMFT_SAMPLES):
+    """The DMFT's curves for sampling seeds 0 .. seeds-1 (``nodes`` x ``samples`` sites each; ``params``: the
+    case's parameters, default CASES[case]); each seed's curves are cached under ``cache``
     (keyed by the hash of the solve's source files, ``_DMFT_SOURCES``) and reused.  Returns tau, the
     kept runs (name -> array over runs x time), their seeds, the seeds left out because they diverged or
     ``train_loss_rise`` flags them, and the seconds per freshly computed run (nan if all cached)."""
-    c = CASES[case]
+    c = params or CASES[case]
     model = TwoLayerModel(c["alpha"], c["ratio"], c["eps"])
     out, seconds, fresh = [], 0.0, 0
     tag = _source_hash()
     for seed in range(seeds):
-        name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_{nodes}x{DMFT_SAMPLES}_s{seed}_{tag}.npz"
+        name = f"{case}_D{dim}_{'fs' if finite_size else 'inf'}_{nodes}x{samples}_s{seed}_{tag}.npz"
         if cache is not None and (cache / name).exists():
             with np.load(cache / name) as f:
                 out.append({k: f[k] for k in f.files})
             continue
         t0 = time.perf_counter()
-        p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=nodes, samples=DMFT_SAMPLES,
+        p = TwoLayerProblem(model, TwoLayerDMFT(dim=dim, dt=c["dt"], t_max=c["t_max"], nodes=nodes, samples=samples,
                                                 seed=seed, finite_size=finite_size))
         K, msg = p.sweep()
         o = {k: np.asarray(v) for k, v in p.observables_from(K, p.last_pass["Delta"]).items() if np.ndim(v) >= 1}
@@ -346,7 +350,6 @@ def main():
                                                     samples=REPLICA_SAMPLES,
                                                     finite_size=True), args.datasets)
                 tau_d = np.arange(len(ens.bands["sd"]["test_loss"])) * c["dt"]
-                idx = np.rint(tau_s / c["dt"]).astype(int)
                 log_s = np.log(per_seed["spike"])
                 entry["datasets"] = {
                     "replicas": args.datasets, "failed": ens.failed,
@@ -381,7 +384,6 @@ def main():
                 ax.plot(tau_s, per_seed["test_loss"].std(axis=0, ddof=1), "k--", label="networks (seed sd)")
                 ax.set(xlabel="τ", ylabel="sd of test loss", title=f"D={dim}")
                 ax.legend(fontsize=7, loc="upper right")
-            idx = np.rint(tau_s / c["dt"]).astype(int)
             ax_logs.plot(tau_s, np.log(per_seed["spike"]).mean(axis=0), "o", color=color, ms=2,
                          label=f"networks D={dim} (mean log s)")
             table[case][str(dim)] = entry

@@ -21,6 +21,7 @@ from .ensembles import dataset_ensemble, sampling_ensemble
 from .problem import TwoLayerProblem
 from .readouts import RISE_STEPS
 from .settings import MIN_REPLICAS, SOLVE_SETTINGS, TwoLayerDMFT, TwoLayerSolve
+from .validity import finite_size_caution
 
 
 SETTINGS = SOLVE_SETTINGS
@@ -104,6 +105,11 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
     if opts.grid == "adaptive":
         return _solve_flow(model, opts, how, out, resume, progress)
     problem = TwoLayerProblem(model, opts)
+    # outside the region where the validity map shows the finite-size terms helping: said before the compute
+    # (a RuntimeWarning) and after it (the message, hence the printed summary and the file)
+    caution = finite_size_caution(model, opts.dim) if opts.finite_size else None
+    if caution:
+        warnings.warn(caution, RuntimeWarning, stacklevel=3)
     problem.run_parameters = {"replicas": replicas, "mc_tol": how.mc_tol, "datasets": datasets}
     # a sweep's checkpoint holds the pass's whole state (about TwoLayerDMFT.memory_bytes): written only on request
     sweep_out = out if checkpoint_every is not None else None
@@ -146,12 +152,15 @@ def _solve(model, opts, how, fp_options, out, resume, progress, confirm):
             result.diagnostics.update(spread.diagnostics())
     finally:
         bar.close()
-    return _finish(result, after_driver, out)
+    return _finish(result, after_driver, out, caution)
 
 
-def _finish(result, after_driver, out):
-    """The summary's time is that of every pass (the driver's, the replicas' and the data sets'); write ``out``."""
+def _finish(result, after_driver, out, caution=None):
+    """The summary's time is that of every pass (the driver's, the replicas' and the data sets'); the message
+    ends with ``caution`` (finite_size_caution); write ``out``."""
     result.wall_time += time.perf_counter() - after_driver
+    if caution:
+        result.message = f"{result.message}; {caution}"
     if out is not None:
         write_result(out, result, final=True)
     return result
