@@ -23,7 +23,7 @@ Writes ``validity_map.json`` and ``validity_map.png`` to ``out/figures/`` (``--f
 ``data/validity_map.json`` and ``examples/figures/``).  Networks are cached under ``--sim-cache`` and the DMFT
 runs under ``--dmft-cache`` as in ``examples/finite_size.py``.
 
-    python examples/validity_map.py                  # ~70 CPU-minutes on 2 cores (networks ~25, DMFT ~45)
+    python examples/validity_map.py                  # about 1 h on 2 cores (networks ~25 min), cached
     python examples/validity_map.py --points x1,l2   # some points only (the others keep their stored entry)
 """
 import argparse
