@@ -26,7 +26,7 @@ MAPPED_RATIO = (1.5, 6.0)  # of which the map vouches for MIN_RATIO and above
 #: cross covariance run away from the networks'
 MIN_RATIO = 4.0
 #: the largest eps at which every mapped point with P/D >= MIN_RATIO helps: at eps = 0.3 one of the two does not
-#: (alpha 4: the spike outgrows the networks' late in the window, after the training set is fit)
+#: (alpha 4: the spike outgrows the networks' late in the window, after the training set is fit, by the same loop)
 MAX_EPS = 0.1
 
 
