@@ -16,18 +16,18 @@ VALIDITY_MAP = "the --finite-size validity map (docs/finite-size.md, section 7; 
 #: the input dimensions the map measured
 MAPPED_DIMS = (200, 400)
 
-#: the box of the mapped parameters: outside it the map says nothing
-MAPPED_ALPHA = (0.1, 10.0)
-MAPPED_EPS = (0.02, 0.3)
-MAPPED_RATIO = (1.5, 6.0)  # of which the map vouches for MIN_RATIO and above
-#: the smallest P/D at which the map shows the finite-size DMFT helping at every mapped point.  Below it the
-#: training set is fit long before the dynamics settles, and the static reaction to a point's own bump
-#: (docs/finite-size.md, sections 3d and 7) keeps growing the memory of the fitted points: the spike and the
-#: cross covariance run away from the networks'
-MIN_RATIO = 4.0
-#: the largest eps at which every mapped point with P/D >= MIN_RATIO helps: at eps = 0.3 one of the two does not
-#: (alpha 4: the spike outgrows the networks' late in the window, after the training set is fit, by the same loop)
-MAX_EPS = 0.1
+#: the trusted region, (low, high) per parameter: the map's points span alpha 0.1-10, eps 0.02-0.3 and
+#: P/D 1.5-6, and it shows the finite-size DMFT helping at every mapped point with P/D >= 4 and eps <= 0.1
+TRUSTED = {"alpha": (0.1, 10.0), "eps": (0.02, 0.1), "ratio": (4.0, 6.0)}
+#: why the map rules out the two edges inside its span.  Below P/D = 4 (r1, x1) the training set is fit long
+#: before the dynamics settles, and the static reaction to a point's own bump (docs/finite-size.md, sections 3d
+#: and 7) keeps growing the memory of the fitted points: the spike and the cross covariance run away from the
+#: networks'.  At eps = 0.3 (l1, alpha 4) the spike outgrows the networks' late in the window by the same loop
+_MEASURED_WORSE = {("ratio", "low"): "the training set is fit early and the reaction to each point's own bump "
+                                     "runs away",
+                   ("eps", "high"): "the spike outgrows the networks' late in the window, after the training set is "
+                                    "fit"}
+_NAMES = {"alpha": "alpha", "eps": "eps", "ratio": "P/D"}
 
 
 def _rules(model: TwoLayerModel, dim: int) -> list[str]:
@@ -36,18 +36,16 @@ def _rules(model: TwoLayerModel, dim: int) -> list[str]:
     if dim < MAPPED_DIMS[0]:
         reasons.append(f"D = {dim} is below the mapped D = {MAPPED_DIMS[0]}-{MAPPED_DIMS[1]} (the terms are an "
                        "expansion in 1/D)")
-    if model.ratio < MIN_RATIO:
-        reasons.append(f"P/D = {model.ratio:g} is below {MIN_RATIO:g}, where the map shows it worse than the D -> inf "
-                       "DMFT at some points (the training set is fit early and the reaction to each point's own bump "
-                       "runs away)")
-    if model.eps > MAX_EPS:
-        reasons.append(f"eps = {model.eps:g} is above {MAX_EPS:g}, where the map shows it worse than the D -> inf "
-                       "DMFT at some points (the fitted points' spike outgrows the networks' late in the window)")
-    if model.ratio > MAPPED_RATIO[1]:
-        reasons.append(f"P/D = {model.ratio:g} is above the mapped {MAPPED_RATIO[0]:g}-{MAPPED_RATIO[1]:g}")
-    for name, value, (lo, hi) in (("alpha", model.alpha, MAPPED_ALPHA), ("eps", model.eps, MAPPED_EPS)):
-        if not lo <= value <= hi and not (name == "eps" and value > MAX_EPS):
-            reasons.append(f"{name} = {value:g} is outside the mapped {lo:g}-{hi:g}")
+    for name, (lo, hi) in TRUSTED.items():
+        value = getattr(model, name)
+        for side, outside, bound in (("low", value < lo, lo), ("high", value > hi, hi)):
+            if not outside:
+                continue
+            why = _MEASURED_WORSE.get((name, side))
+            where = "below" if side == "low" else "above"
+            reasons.append(f"{_NAMES[name]} = {value:g} is {where} {bound:g}, " + (
+                f"where the map shows it worse than the D -> inf DMFT at some points ({why})" if why
+                else "outside the mapped region"))
     return reasons
 
 
