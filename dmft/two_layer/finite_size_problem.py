@@ -24,9 +24,9 @@ class FiniteSizeProblem(TwoLayerProblem):
     bump field, each point's bulk norm, and the other points' reaction to each point's own bump."""
 
     extra_kernel_names = CROSS_KERNEL_NAMES
-    divergence_hint = ("; with --finite-size the finite-size terms can grow faster than the D -> inf ones (below "
-                       "D = 200, and at P/D < 4: docs/finite-size.md, section 7): also try a larger --dim, or "
-                       "without --finite-size")
+    divergence_hint = ("; with --finite-size the finite-size terms can grow faster than the D -> inf ones outside "
+                       "the region of the validity map (docs/finite-size.md, section 7: D >= 200, 4 <= P/D <= 6, "
+                       "eps <= 0.1): also try a larger --dim, or without --finite-size")
 
     # samples -------------------------------------------------------------------------
     def _draw_variant_samples(self, rng, weights):
