@@ -39,7 +39,7 @@ from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
 from _scan import plot_curves, rows_from_sweep  # noqa: E402
-from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
+from _output import DPI, add_output_options, figure_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 150.0

@@ -32,13 +32,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
-from dmft.io import read_h5  # noqa: E402
 from dmft.sweep import sweep  # noqa: E402
 
 from _scan import plot_curves, plot_times_and_delay, rows_from_sweep  # noqa: E402
-from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
+from _output import DPI, add_output_options, figure_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EPSILONS = (0.01, 0.02, 0.05, 0.1, 0.2)

@@ -39,7 +39,7 @@ import dmft  # noqa: E402
 from dmft.derived import grokking_times  # noqa: E402
 from dmft.plot import compare, save_figure  # noqa: E402
 from dmft.simulator import SimulationResult  # noqa: E402
-from _output import DPI, add_output_options, figure_path, table_path  # noqa: E402
+from _output import DPI, add_output_options, figure_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = dict(alpha=1.0, ratio=5.5, eps=0.02, noise=0.0)

@@ -1,8 +1,6 @@
 """The agreement statistic (largest deviation in SE) and its exact-theory distribution, checked against
 Monte Carlo with a known true mean."""
 import numpy as np
-
-import dmft
 import pytest
 
 from dmft.agreement import max_deviation
