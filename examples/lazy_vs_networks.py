@@ -9,8 +9,8 @@ then lower the test loss slowly (the rich phase that grokking ends in).  For eac
 * the gradient-flow DMFT (``grid="adaptive"``, rtol ``RTOL``, D entering through the spike seed
   s(0) = 1/D), its default sampling (replicas until the Monte-Carlo error is <= mc_tol),
 
-and tabulates for the train and test loss the largest deviation over tau > 0 of the DMFT from the
-networks' m4 control-variate mean (``dmft.against_simulation``), the networks' SE and the DMFT's SE at
+and tabulates for the train and test loss the largest deviation of the DMFT from the networks' m4
+control-variate mean (``SimulationResult.seed_mean``) in each window, the networks' SE and the DMFT's SE at
 that time, and the final values.  The DMFT curve is interpolated to the networks' record times with a
 monotone cubic in log tau; ``tolerance`` reports how far the default rtol (1e-3) moves the curves from
 the rtol = RTOL solution used here.  The deviations are given in two windows (``WINDOWS``): the fit of the
@@ -22,7 +22,7 @@ Writes ``lazy_vs_networks.json`` and ``lazy_vs_networks.png`` to ``out/figures/`
 committed ``data/`` and ``examples/figures/``).  Each network is cached as its own HDF5 file under
 ``--sim-cache``; missing ones run in ``--jobs`` processes.
 
-    python examples/lazy_vs_networks.py --jobs 2   # networks about 110 CPU-minutes (D = 800: 11 min each)
+    python examples/lazy_vs_networks.py --jobs 2   # networks about 2 CPU-hours (11 min each at D = 800), then ~3 min
 """
 import argparse
 import json
