@@ -15,6 +15,7 @@ from .finite_size import (FiniteSizeKernels, FiniteSizeRows, FiniteSizeSites, Fi
 from .problem import TwoLayerProblem, register_variant
 from .readouts import bump_test_correction, cross_test_correction, reaction_residual
 from .settings import _BUMP_PARTNERS, CROSS_KERNEL_NAMES
+from .validity import trusted_region
 
 
 @register_variant("finite_size")
@@ -25,8 +26,8 @@ class FiniteSizeProblem(TwoLayerProblem):
 
     extra_kernel_names = CROSS_KERNEL_NAMES
     divergence_hint = ("; with --finite-size the finite-size terms can grow faster than the D -> inf ones outside "
-                       "the region of the validity map (docs/finite-size.md, section 7: D >= 200, 4 <= P/D <= 6, "
-                       "eps <= 0.1): also try a larger --dim, or without --finite-size")
+                       f"the region of the validity map (docs/finite-size.md, section 7: {trusted_region()}): also "
+                       "try a larger --dim, or without --finite-size")
 
     # samples -------------------------------------------------------------------------
     def _draw_variant_samples(self, rng, weights):

@@ -30,6 +30,12 @@ _MEASURED_WORSE = {("ratio", "low"): "the training set is fit early and the reac
 _NAMES = {"alpha": "alpha", "eps": "eps", "ratio": "P/D"}
 
 
+def trusted_region() -> str:
+    """The trusted region in words, e.g. 'D >= 200, 0.1 <= alpha <= 10, 0.02 <= eps <= 0.1, 4 <= P/D <= 6'."""
+    return ", ".join([f"D >= {MAPPED_DIMS[0]}"] + [f"{lo:g} <= {_NAMES[name]} <= {hi:g}"
+                                                   for name, (lo, hi) in TRUSTED.items()])
+
+
 def _rules(model: TwoLayerModel, dim: int) -> list[str]:
     """The reasons, if any, why the map does not vouch for the finite-size DMFT at these parameters."""
     reasons = []
